@@ -1,0 +1,91 @@
+"""The one agent interface every later stage uses.
+
+An agent is a frozen `AgentSpec` (what network, how many actions, which game,
+what observations; hashable, so it can be a static argument of `jit`) plus a
+params pytree. Consumers call `spec.apply(params, obs)` and never build a
+network themselves:
+
+    agent = load_agent("jaxprobe/assets/agents/pong")
+    out = agent.spec.apply(agent.params, obs)   # {"q": (N, A)} or {"logits": (N, A), "value": (N,)}
+    actions = act(agent.spec, agent.params, obs, key, epsilon=0.05)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxprobe.agents.networks import ActorCritic, QNetwork
+from jaxprobe.envs import AGENT_OBS_SHAPE
+
+Params = Any
+KINDS = ("q", "actor_critic")
+# Observations as envpool's Atari env gives them; the network transposes to NHWC.
+OBS_FORMAT = "envpool-atari-grayscale-stack4-84x84-uint8-NCHW"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+  """What a checkpoint needs to be rebuilt: network kind, action count, game, input format."""
+  kind: str                 # "q" (DQN family) or "actor_critic" (PPO / A2C family)
+  num_actions: int
+  env_id: str
+  obs_format: str = OBS_FORMAT
+  conv: Callable[..., nn.Module] = dataclasses.field(default=nn.Conv, compare=True, repr=False)
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"agent kind must be one of {KINDS}, got {self.kind!r}")
+
+  @property
+  def obs_shape(self) -> tuple[int, ...]:
+    return AGENT_OBS_SHAPE
+
+  @property
+  def action_head(self) -> str:
+    """The output whose argmax is the agent's greedy action."""
+    return "q" if self.kind == "q" else "logits"
+
+  @property
+  def heads(self) -> tuple[str, ...]:
+    return ("q",) if self.kind == "q" else ("logits", "value")
+
+  def network(self, activation: Callable = nn.relu) -> nn.Module:
+    cls = QNetwork if self.kind == "q" else ActorCritic
+    return cls(num_actions=self.num_actions, activation=activation, conv=self.conv)
+
+  def init(self, key: jax.Array) -> Params:
+    return self.network().init(key, jnp.zeros((1, *self.obs_shape), jnp.uint8))
+
+  def apply(self, params: Params, obs: jnp.ndarray, activation: Callable = nn.relu) -> dict[str, jnp.ndarray]:
+    """Outputs for a batch of observations `(N, 4, 84, 84)` in [0, 255]."""
+    return self.network(activation).apply(params, obs)
+
+  def to_json(self) -> dict[str, Any]:
+    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id,
+                obs_format=self.obs_format)
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+  """A spec and its params; `metadata` is what the checkpoint says about its training."""
+  spec: AgentSpec
+  params: Params
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def greedy_actions(spec: AgentSpec, outputs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+  return jnp.argmax(outputs[spec.action_head], axis=-1)
+
+
+def act(spec: AgentSpec, params: Params, obs: jnp.ndarray, key: jax.Array,
+        epsilon: float | jnp.ndarray = 0.0) -> jnp.ndarray:
+  """Epsilon-greedy actions for a batch: greedy w.p. 1 - epsilon, else uniform."""
+  greedy = greedy_actions(spec, spec.apply(params, obs))
+  explore_key, action_key = jax.random.split(key)
+  explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+  random = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
+  return jnp.where(explore, random, greedy)

@@ -1,0 +1,135 @@
+"""Self-describing agent checkpoints (orbax) and `load_agent` for every format we read.
+
+An agent directory holds:
+    agent.json   format version, network kind, action count, env id, observation
+                 format, and free-form metadata (how it was trained, its scores)
+    params/      the params pytree, written by orbax-checkpoint
+
+so `load_agent(path)` needs nothing else. CleanRL `.cleanrl_model` files load
+through the same call (see `jaxprobe.agents.cleanrl`).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, Params
+from jaxprobe.errors import UserError
+
+FORMAT_VERSION = 1
+SPEC_FILE = "agent.json"
+PARAMS_DIR = "params"
+
+
+def _path_str(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def fit_params(spec: AgentSpec, params: Params, source: str) -> Params:
+  """`params` as float32 numpy arrays if they fit `spec`'s network exactly, else a UserError.
+
+  The error names the first mismatched parameter and both shapes, so a user can
+  tell a wrong action count from a different architecture.
+  """
+  expected = dict(jax.tree_util.tree_flatten_with_path(jax.eval_shape(spec.init, jax.random.key(0)))[0])
+  expected = {_path_str(k): v.shape for k, v in expected.items()}
+  got = {_path_str(k): np.shape(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  for name, shape in expected.items():
+    if name not in got:
+      raise UserError(f"{source} does not fit the {spec.kind} network: parameter {name} "
+                      f"{tuple(shape)} is missing from the checkpoint")
+    if tuple(got[name]) != tuple(shape):
+      raise UserError(f"{source} does not fit the {spec.kind} network with {spec.num_actions} "
+                      f"actions: parameter {name} has shape {tuple(got[name])} in the checkpoint, "
+                      f"the network expects {tuple(shape)}")
+  extra = sorted(set(got) - set(expected))
+  if extra:
+    raise UserError(f"{source} does not fit the {spec.kind} network: the checkpoint has a "
+                    f"parameter {extra[0]} that the network does not")
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+
+
+def save_agent(path: str | Path, agent: Agent) -> Path:
+  """Writes `agent` to directory `path`, replacing an earlier agent there only once the new one is complete."""
+  path = Path(path).absolute()
+  if path.exists() and not (path / SPEC_FILE).is_file():
+    if path.is_file() or any(path.iterdir()):
+      raise UserError(f"{path} exists and is not an agent checkpoint; choose another path")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+  try:
+    tmp.mkdir()
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp / PARAMS_DIR, jax.device_get(agent.params))
+    ckptr.wait_until_finished()
+    ckptr.close()
+    meta = dict(format_version=FORMAT_VERSION, **agent.spec.to_json(), metadata=agent.metadata)
+    (tmp / SPEC_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    _replace_dir(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return path
+
+
+def _replace_dir(new: Path, path: Path) -> None:
+  # Two renames: the old checkpoint is moved aside, not deleted, until the new one is in place.
+  old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+  if path.exists():
+    path.rename(old)
+  new.rename(path)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def read_spec(path: str | Path) -> tuple[AgentSpec, dict[str, Any]]:
+  """The spec and metadata of an agent directory, without loading its params."""
+  path = Path(path)
+  spec_file = path / SPEC_FILE
+  try:
+    meta = json.loads(spec_file.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"agent checkpoint {path} has an unreadable {SPEC_FILE} ({type(e).__name__}); "
+                    "re-save or re-train the agent") from None
+  version = meta.get("format_version")
+  if not isinstance(version, int) or version > FORMAT_VERSION:
+    raise UserError(f"agent checkpoint {path} has format version {version!r}; this jaxprobe reads "
+                    f"versions up to {FORMAT_VERSION}: upgrade jaxprobe")
+  try:
+    spec = AgentSpec(kind=meta["kind"], num_actions=int(meta["num_actions"]), env_id=meta["env_id"],
+                     obs_format=meta["obs_format"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"agent checkpoint {path}: {SPEC_FILE} lacks a valid field ({e}); "
+                    f"expected kind in {KINDS}, num_actions, env_id, obs_format") from None
+  return spec, meta.get("metadata", {})
+
+
+def load_agent(path: str | Path, env_id: str | None = None) -> Agent:
+  """Loads a jaxprobe agent directory or a CleanRL `.cleanrl_model` file.
+
+  `env_id` is needed only for CleanRL DQN files whose path does not name the game.
+  """
+  path = Path(path)
+  if not path.exists():
+    raise UserError(f"no agent checkpoint at {path}: give a jaxprobe agent directory "
+                    "or a CleanRL .cleanrl_model file")
+  if path.is_file():
+    from jaxprobe.agents.cleanrl import load_cleanrl
+    return load_cleanrl(path, env_id)
+  if not (path / SPEC_FILE).is_file():
+    raise UserError(f"{path} is not an agent checkpoint: it has no {SPEC_FILE}")
+  spec, metadata = read_spec(path)
+  try:
+    ckptr = ocp.StandardCheckpointer()
+    params = ckptr.restore((path / PARAMS_DIR).absolute())
+    ckptr.close()
+  except Exception as e:  # orbax raises many types for damaged files
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise UserError(f"agent checkpoint {path} is corrupt or unreadable ({first}); "
+                    "re-save or re-train the agent") from None
+  return Agent(spec, fit_params(spec, params, f"agent checkpoint {path}"), metadata)

@@ -1,0 +1,141 @@
+"""Frozen-dataclass configs filled from YAML files and dotted CLI overrides.
+
+    cfg = load_config(PPOConfig, "configs/pong_ppo.yaml", ["lr=1e-4", "env.num_envs=16"])
+
+Unknown fields and values of the wrong type are user errors naming the field,
+so a typo in a YAML file never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+
+from jaxprobe.errors import UserError
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+  origin = typing.get_origin(annotation)
+  if dataclasses.is_dataclass(annotation):
+    if not isinstance(value, dict):
+      raise UserError(f"config field '{where}' must be a mapping, got {value!r}")
+    return from_dict(annotation, value, prefix=where + ".")
+  if origin in (typing.Union, types.UnionType):
+    args = typing.get_args(annotation)
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for arg in args:
+      if arg is type(None):
+        continue
+      try:
+        return _coerce(value, arg, where)
+      except UserError as e:
+        errors.append(str(e))
+    raise UserError(errors[0] if errors else f"config field '{where}' has an invalid value {value!r}")
+  if origin is typing.Literal:
+    choices = typing.get_args(annotation)
+    if value not in choices:
+      raise UserError(f"config field '{where}' must be one of {list(choices)}, got {value!r}")
+    return value
+  if origin in (tuple, list):
+    if not isinstance(value, (list, tuple)):
+      raise UserError(f"config field '{where}' must be a list, got {value!r}")
+    args = typing.get_args(annotation)
+    item = args[0] if args else Any
+    return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+  if annotation is Any:
+    return value
+  if annotation is float:
+    if isinstance(value, str) and _looks_numeric(value):  # YAML reads 1e-4 as a string
+      return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise UserError(f"config field '{where}' must be a number, got {value!r}")
+    return float(value)
+  if annotation is int:
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+      raise UserError(f"config field '{where}' must be an integer, got {value!r}")
+    return int(value)
+  if annotation in (bool, str):
+    if not isinstance(value, annotation):
+      raise UserError(f"config field '{where}' must be a {annotation.__name__}, got {value!r}")
+    return value
+  raise TypeError(f"unsupported config annotation {annotation!r} for '{where}'")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+  """Builds `cls` from a (nested) dict, checking every field name and type."""
+  hints = typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise UserError(f"unknown config field '{prefix}{unknown[0]}' for {cls.__name__}; "
+                    f"known fields: {', '.join(sorted(fields))}")
+  kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+  return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+  """The config as plain YAML/JSON-friendly data (tuples become lists)."""
+  def plain(v):
+    if isinstance(v, tuple):
+      return [plain(x) for x in v]
+    if isinstance(v, dict):
+      return {k: plain(x) for k, x in v.items()}
+    return v
+  return plain(dataclasses.asdict(cfg))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+  """`a.b=value` -> (['a', 'b'], value), the value read as YAML (so 1e-4, true, [1, 2] work)."""
+  if "=" not in text:
+    raise UserError(f"override '{text}' must look like field=value (e.g. lr=1e-4)")
+  key, raw = text.split("=", 1)
+  try:
+    value = yaml.safe_load(raw)
+  except yaml.YAMLError:
+    value = raw
+  return key.strip().split("."), value
+
+
+def _looks_numeric(s: str) -> bool:
+  try:
+    float(s)
+    return True
+  except ValueError:
+    return False
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+  path = Path(path)
+  if not path.is_file():
+    raise UserError(f"config file {path} does not exist")
+  try:
+    data = yaml.safe_load(path.read_text())
+  except yaml.YAMLError as e:
+    raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+  if data is None:
+    return {}
+  if not isinstance(data, dict):
+    raise UserError(f"config file {path} must hold a mapping of field: value")
+  return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+  """Defaults of `cls`, then the YAML file, then `field=value` overrides."""
+  values: dict[str, Any] = read_yaml(path) if path is not None else {}
+  for text in overrides:
+    keys, value = parse_override(text)
+    node = values
+    for k in keys[:-1]:
+      node = node.setdefault(k, {})
+      if not isinstance(node, dict):
+        raise UserError(f"override '{text}': '{k}' is not a group of fields")
+    node[keys[-1]] = value
+  return from_dict(cls, values)
