@@ -22,6 +22,85 @@ def _saliency(args: argparse.Namespace) -> None:
         f"saliency.json to {args.out}")
 
 
+def _train_agent(args: argparse.Namespace) -> None:
+  from jaxprobe.agents.train import load_training_config, train_agent
+  algorithm, config = load_training_config(args.config, args.overrides)
+  agent = train_agent(algorithm, config, args.out, resume=args.resume, progress=not args.quiet)
+  print(f"trained {algorithm} on {config.env_id}: agent in {args.out}/agent, curve in {args.out}/curve.png")
+  del agent
+
+
+def _evaluate_agent(args: argparse.Namespace) -> None:
+  import json
+  from jaxprobe.agents.checkpoint import load_agent
+  from jaxprobe.agents.evaluate import evaluate
+  agent = load_agent(args.agent, env_id=args.env)
+  result = evaluate(agent, args.episodes, env_id=args.env, epsilon=args.epsilon, seed=args.seed,
+                    gif=args.gif, progress=not args.quiet).summary()
+  result.update(env_id=args.env or agent.spec.env_id, epsilon=args.epsilon, seed=args.seed)
+  print(f"{result['env_id']}: mean {result['mean']:.1f}  std {result['std']:.1f}  min {result['min']:.0f}  "
+        f"max {result['max']:.0f}  over {result['episodes']} games (epsilon {args.epsilon})")
+  if args.json:
+    from pathlib import Path
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _collect(args: argparse.Namespace) -> None:
+  from jaxprobe.agents.checkpoint import load_agent
+  from jaxprobe.data.collect import collect
+  agent = load_agent(args.agent, env_id=args.env)
+  stats = collect(agent, args.out, args.frames, env_id=args.env, epsilon=args.epsilon, num_envs=args.num_envs,
+                  seed=args.seed, resume=args.resume, progress=not args.quiet, command=" ".join(sys.argv))
+  t = stats["times_s"]
+  print(f"collected {stats['frames']} states into {args.out} in {stats['wall_s']:.1f} s "
+        f"({stats['states_per_s']:.0f} states/s; env {t['env']:.1f} s, agent {t['agent']:.1f} s, "
+        f"saliency {t['saliency']:.1f} s, writing {t['writing']:.1f} s)")
+
+
+def _dataset_info(args: argparse.Namespace) -> None:
+  import json
+  from jaxprobe.data.dataset import open_dataset
+  from jaxprobe.data.info import contact_sheet, summary
+  from jaxprobe.report.images import save_png
+  dataset = open_dataset(args.dataset, verify=not args.no_verify)
+  info = summary(dataset)
+  scores = info.pop("game_scores")
+  print(json.dumps(info, indent=2))
+  print(f"game scores: {', '.join(f'{s:.0f}' for s in scores) or 'no game finished'}")
+  sheet = args.sheet or str(dataset.path / "contact_sheet.png")
+  save_png(sheet, contact_sheet(dataset, args.num, args.seed))
+  print(f"contact sheet: {sheet}")
+
+
+def _train_generator(args: argparse.Namespace) -> None:
+  from jaxprobe.agents.checkpoint import load_agent
+  from jaxprobe.config import load_config
+  from jaxprobe.data.dataset import open_dataset
+  from jaxprobe.generator.train import GeneratorConfig, train
+  config = load_config(GeneratorConfig, args.config, args.overrides)
+  agent = load_agent(args.agent)
+  dataset = open_dataset(args.dataset)
+  train(config, dataset, agent, args.out, resume=args.resume, progress=not args.quiet)
+  print(f"trained the {config.ablation} generator: {args.out}/generator, curves in {args.out}/curve.png, "
+        f"samples in {args.out}/reconstructions.png")
+
+
+def _goggles(args: argparse.Namespace) -> None:
+  import json
+  from jaxprobe.agents.checkpoint import load_agent
+  from jaxprobe.generator.checkpoint import load_generator
+  from jaxprobe.generator.goggles import goggles
+  agent = load_agent(args.agent)
+  result = goggles(agent, load_generator(args.generator), args.episodes, env_id=args.env, epsilon=args.epsilon,
+                   seed=args.seed, progress=not args.quiet)
+  for name in ("agent", "goggles"):
+    r = result[name]
+    print(f"{name:8s} mean {r['mean']:7.1f}  std {r['std']:6.1f}  min {r['min']:6.0f}  max {r['max']:6.0f}")
+  if args.json:
+    from pathlib import Path
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
   from jaxprobe import saliency
   parser = argparse.ArgumentParser(
@@ -48,6 +127,83 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0, help="seed of the game and of random choices (default: 0)")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.set_defaults(run=_saliency)
+
+  p = sub.add_parser("train-agent", help="train a DQN or PPO agent on an envpool Atari game",
+                     description="Train an agent from a YAML config (its 'algorithm' field is dqn or ppo). "
+                                 "The run directory gets config.yaml, resumable checkpoints (latest only), "
+                                 "curve.csv, curve.png and agent/ (load it with --agent DIR/agent).")
+  p.add_argument("--config", required=True, help="YAML config, e.g. configs/seaquest_ppo.yaml")
+  p.add_argument("--out", required=True, help="run directory")
+  p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help="config overrides, e.g. total_steps=100000")
+  p.set_defaults(run=_train_agent)
+
+  p = sub.add_parser("evaluate-agent", help="score an agent over whole games of the real game",
+                     description="Play N whole games (no episodic life, no reward clipping) and print the "
+                                 "mean, std, min and max raw game score.")
+  p.add_argument("--agent", required=True, help="agent checkpoint (directory or .cleanrl_model file)")
+  p.add_argument("--env", default=None, help="envpool Atari id (default: the agent's own game)")
+  p.add_argument("--episodes", type=int, default=10, help="number of games (default: 10)")
+  p.add_argument("--epsilon", type=float, default=0.01, help="probability of a random action (default: 0.01)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the games and random actions (default: 0)")
+  p.add_argument("--gif", default=None, help="write the first game as an animated GIF here")
+  p.add_argument("--json", default=None, help="write the scores as JSON here")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.set_defaults(run=_evaluate_agent)
+
+  p = sub.add_parser("collect", help="record the states an agent visits, with saliency masks",
+                     description="The agent plays epsilon-greedily on its grayscale view; every state is "
+                                 "recorded with its colour version, action, reward, episode, the agent's "
+                                 "outputs and the blurred guided-backprop mask of its greedy action.")
+  p.add_argument("--agent", required=True, help="agent checkpoint (directory or .cleanrl_model file)")
+  p.add_argument("--env", default=None, help="envpool Atari id (default: the agent's own game)")
+  p.add_argument("--frames", type=int, default=10000, help="number of states to record (default: 10000)")
+  p.add_argument("--epsilon", type=float, default=0.1, help="probability of a random action (default: 0.1)")
+  p.add_argument("--num-envs", type=int, default=8, help="games played side by side (default: 8)")
+  p.add_argument("--seed", type=int, default=0, help="seed of games and random actions (default: 0)")
+  p.add_argument("--out", required=True, help="dataset directory to create")
+  p.add_argument("--resume", action="store_true", help="finish the partial collection OUT.partial")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.set_defaults(run=_collect)
+
+  p = sub.add_parser("dataset", help="inspect datasets")
+  dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+  q = dsub.add_parser("info", help="print a dataset's manifest, action histogram and game scores, and "
+                                   "write a contact sheet of random states")
+  q.add_argument("dataset", help="dataset directory")
+  q.add_argument("--sheet", default=None, help="contact sheet PNG path (default: DATASET/contact_sheet.png)")
+  q.add_argument("--num", type=int, default=12, help="states on the contact sheet (default: 12)")
+  q.add_argument("--seed", type=int, default=0, help="which random states (default: 0)")
+  q.add_argument("--no-verify", action="store_true", help="skip the checksum check (faster on large datasets)")
+  q.set_defaults(run=_dataset_info)
+
+  p = sub.add_parser("train-generator", help="train the state generator on an agent's dataset",
+                     description="Train the VAE-like generator with the saliency-weighted reconstruction, "
+                                 "agent-perception and KL losses (the config's 'ablation' picks full, vae, "
+                                 "saliency or perception). Resumable; writes curve.csv/png, "
+                                 "reconstructions.png and generator/.")
+  p.add_argument("--config", required=True, help="YAML config, e.g. configs/generator_cpu.yaml")
+  p.add_argument("--dataset", required=True, help="dataset collected with --agent")
+  p.add_argument("--agent", required=True, help="the agent the dataset was collected with")
+  p.add_argument("--out", required=True, help="run directory")
+  p.add_argument("--resume", action="store_true", help="continue the run in --out")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help="config overrides, e.g. ablation=vae")
+  p.set_defaults(run=_train_generator)
+
+  p = sub.add_parser("goggles", help="score the agent when it sees only the generator's reconstructions",
+                     description="Play whole games twice on the same seeds: the agent on its own view, then "
+                                 "on the grayscale of G(E(x)) of every colour observation (the paper's Table 1).")
+  p.add_argument("--agent", required=True, help="agent checkpoint")
+  p.add_argument("--generator", required=True, help="generator checkpoint (a run's generator/ folder)")
+  p.add_argument("--env", default=None, help="envpool Atari id (default: the agent's own game)")
+  p.add_argument("--episodes", type=int, default=10, help="games per condition (default: 10)")
+  p.add_argument("--epsilon", type=float, default=0.01, help="probability of a random action (default: 0.01)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the games (default: 0)")
+  p.add_argument("--json", default=None, help="write both score summaries as JSON here")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.set_defaults(run=_goggles)
   return parser
 
 

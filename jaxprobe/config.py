@@ -127,9 +127,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
   return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
-  """Defaults of `cls`, then the YAML file, then `field=value` overrides."""
-  values: dict[str, Any] = read_yaml(path) if path is not None else {}
+def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+  """`values` with each `a.b=value` override set (a new dict; nested groups are copied)."""
+  values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
   for text in overrides:
     keys, value = parse_override(text)
     node = values
@@ -138,4 +138,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
       if not isinstance(node, dict):
         raise UserError(f"override '{text}': '{k}' is not a group of fields")
     node[keys[-1]] = value
-  return from_dict(cls, values)
+  return values
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+  """Defaults of `cls`, then the YAML file, then `field=value` overrides."""
+  return from_dict(cls, apply_overrides(read_yaml(path) if path is not None else {}, overrides))

@@ -10,22 +10,20 @@ through the same call (see `jaxprobe.agents.cleanrl`).
 """
 from __future__ import annotations
 
-import json
-import shutil
-import uuid
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, Params
+from jaxprobe.bundle import read_spec as bundle_spec
+from jaxprobe.bundle import read_tree, save_bundle
 from jaxprobe.errors import UserError
 
 FORMAT_VERSION = 1
 SPEC_FILE = "agent.json"
-PARAMS_DIR = "params"
 
 
 def _path_str(path: tuple) -> str:
@@ -56,50 +54,23 @@ def fit_params(spec: AgentSpec, params: Params, source: str) -> Params:
   return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
 
 
+def fingerprint(params: Params) -> str:
+  """A short hash of the params' values and names: the identity of an agent across files."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+    h.update(_path_str(path).encode() + np.ascontiguousarray(leaf, np.float32).tobytes())
+  return h.hexdigest()[:16]
+
+
 def save_agent(path: str | Path, agent: Agent) -> Path:
   """Writes `agent` to directory `path`, replacing an earlier agent there only once the new one is complete."""
-  path = Path(path).absolute()
-  if path.exists() and not (path / SPEC_FILE).is_file():
-    if path.is_file() or any(path.iterdir()):
-      raise UserError(f"{path} exists and is not an agent checkpoint; choose another path")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-  try:
-    tmp.mkdir()
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp / PARAMS_DIR, jax.device_get(agent.params))
-    ckptr.wait_until_finished()
-    ckptr.close()
-    meta = dict(format_version=FORMAT_VERSION, **agent.spec.to_json(), metadata=agent.metadata)
-    (tmp / SPEC_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    _replace_dir(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return path
-
-
-def _replace_dir(new: Path, path: Path) -> None:
-  # Two renames: the old checkpoint is moved aside, not deleted, until the new one is in place.
-  old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-  if path.exists():
-    path.rename(old)
-  new.rename(path)
-  shutil.rmtree(old, ignore_errors=True)
+  spec = dict(format_version=FORMAT_VERSION, **agent.spec.to_json(), metadata=agent.metadata)
+  return save_bundle(path, agent.params, SPEC_FILE, spec, "an agent checkpoint")
 
 
 def read_spec(path: str | Path) -> tuple[AgentSpec, dict[str, Any]]:
   """The spec and metadata of an agent directory, without loading its params."""
-  path = Path(path)
-  spec_file = path / SPEC_FILE
-  try:
-    meta = json.loads(spec_file.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f"agent checkpoint {path} has an unreadable {SPEC_FILE} ({type(e).__name__}); "
-                    "re-save or re-train the agent") from None
-  version = meta.get("format_version")
-  if not isinstance(version, int) or version > FORMAT_VERSION:
-    raise UserError(f"agent checkpoint {path} has format version {version!r}; this jaxprobe reads "
-                    f"versions up to {FORMAT_VERSION}: upgrade jaxprobe")
+  meta = bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION)
   try:
     spec = AgentSpec(kind=meta["kind"], num_actions=int(meta["num_actions"]), env_id=meta["env_id"],
                      obs_format=meta["obs_format"])
@@ -121,15 +92,6 @@ def load_agent(path: str | Path, env_id: str | None = None) -> Agent:
   if path.is_file():
     from jaxprobe.agents.cleanrl import load_cleanrl
     return load_cleanrl(path, env_id)
-  if not (path / SPEC_FILE).is_file():
-    raise UserError(f"{path} is not an agent checkpoint: it has no {SPEC_FILE}")
   spec, metadata = read_spec(path)
-  try:
-    ckptr = ocp.StandardCheckpointer()
-    params = ckptr.restore((path / PARAMS_DIR).absolute())
-    ckptr.close()
-  except Exception as e:  # orbax raises many types for damaged files
-    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    raise UserError(f"agent checkpoint {path} is corrupt or unreadable ({first}); "
-                    "re-save or re-train the agent") from None
+  params = read_tree(path, "agent checkpoint")
   return Agent(spec, fit_params(spec, params, f"agent checkpoint {path}"), metadata)

@@ -1,0 +1,186 @@
+"""Double DQN for Atari on envpool (van Hasselt et al. 2016), the paper's agent.
+
+Read top to bottom: config, the pure loss and update, then `train`: envs step
+while the jitted update runs (envpool's send/recv), a frame-once uint8 replay
+buffer, a linear epsilon schedule and a periodically copied target network.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxprobe.agents.agent import Agent, AgentSpec, act
+from jaxprobe.agents.checkpoint import save_agent
+from jaxprobe.agents.replay import FrameReplay, Transitions
+from jaxprobe.agents.training import EpisodeTracker
+from jaxprobe.runs import RunDir, Throughput, metadata_json, plot_curve
+from jaxprobe.config import to_dict
+from jaxprobe.conv import conv_module
+from jaxprobe.envs import make_atari
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+  env_id: str = "Pong-v5"
+  seed: int = 1
+  total_steps: int = 2_000_000       # agent steps over all envs (4 frames each)
+  num_envs: int = 4
+  buffer_size: int = 100_000         # transitions; frames stored once (7 KB each)
+  batch_size: int = 32
+  lr: float = 1e-4
+  adam_eps: float = 1.5e-4
+  gamma: float = 0.99
+  n_step: int = 1                    # 1 is the paper's Double DQN; 3 learns faster per step
+  learning_starts: int = 20_000
+  train_every: int = 4               # agent steps per gradient update
+  target_update_every: int = 2_000   # agent steps between target-network copies
+  epsilon_start: float = 1.0
+  epsilon_end: float = 0.01
+  epsilon_decay_steps: int = 250_000
+  episodic_life: bool = True
+  reward_clip: bool = True
+  conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  checkpoint_every: int = 50_000
+  log_every: int = 10_000
+
+
+class TrainState(NamedTuple):
+  params: Any
+  target_params: Any
+  opt_state: Any
+  key: jax.Array
+  step: jax.Array   # agent steps taken
+
+
+def epsilon_at(config: DQNConfig, step):
+  frac = jnp.clip(step / config.epsilon_decay_steps, 0.0, 1.0)
+  return config.epsilon_start + frac * (config.epsilon_end - config.epsilon_start)
+
+
+def double_dqn_loss(params, target_params, spec: AgentSpec, batch: Transitions):
+  """Huber loss of Q(s, a) against R + gamma^n Q_target(s', argmax_a' Q(s', a'))."""
+  q = spec.apply(params, batch.obs)["q"]
+  q_taken = jnp.take_along_axis(q, batch.actions[:, None], -1)[:, 0]
+  next_action = jnp.argmax(spec.apply(jax.lax.stop_gradient(params), batch.next_obs)["q"], -1)
+  next_q = jnp.take_along_axis(spec.apply(target_params, batch.next_obs)["q"], next_action[:, None], -1)[:, 0]
+  target = jax.lax.stop_gradient(batch.returns + batch.discounts * next_q)
+  loss = optax.huber_loss(q_taken, target).mean()
+  return loss, dict(loss=loss, q_mean=q_taken.mean())
+
+
+def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
+  return optax.adam(config.lr, eps=config.adam_eps)
+
+
+def make_update(spec: AgentSpec, optimizer: optax.GradientTransformation):
+  @jax.jit
+  def update(state: TrainState, batch: Transitions):
+    grads, metrics = jax.grad(double_dqn_loss, has_aux=True)(state.params, state.target_params, spec, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), metrics
+  return update
+
+
+def init_state(spec: AgentSpec, config: DQNConfig, optimizer) -> TrainState:
+  key, init_key = jax.random.split(jax.random.key(config.seed))
+  params = spec.init(init_key)
+  return TrainState(params, params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
+
+
+def agent_spec(config: DQNConfig, num_actions: int) -> AgentSpec:
+  return AgentSpec("q", num_actions, config.env_id, conv=conv_module(config.conv_impl))
+
+
+def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Agent:
+  """Trains (or resumes) a Double DQN agent in run directory `out`; returns the final agent.
+
+  A resumed run restores params, target params, optimizer state, PRNG key and
+  step count exactly; the replay buffer is not saved (it is GBs at paper scale)
+  and refills for `learning_starts` steps, acting with the restored epsilon.
+  """
+  run = RunDir(out, "dqn", config, resume)
+  env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
+  envs = make_atari(config.env_id, config.num_envs, seed=config.seed, **env_kwargs)
+  spec = agent_spec(config, int(envs.action_space.n))
+  optimizer = make_optimizer(config)
+  state = init_state(spec, config, optimizer)
+  wall_before, refill_until = 0.0, config.learning_starts
+  if resume:
+    state, meta = run.restore(state)
+    wall_before = meta["wall_time"]
+    refill_until = int(state.step) + config.learning_starts
+    run.truncate_curve(int(state.step))
+    envs.close()
+    envs = make_atari(config.env_id, config.num_envs, seed=config.seed + int(state.step), **env_kwargs)
+  update = make_update(spec, optimizer)
+  policy = jax.jit(lambda params, obs, key, step: act(spec, params, obs, key, epsilon_at(config, step)))
+  replay = FrameReplay(config.buffer_size, config.num_envs)
+  rng = np.random.default_rng(config.seed + int(state.step))
+  tracker = EpisodeTracker(config.num_envs)
+  N = config.num_envs
+  step = int(state.step)
+  rate, t0 = Throughput(step), time.perf_counter()
+  next_log, next_ckpt = step + config.log_every, step + config.checkpoint_every
+  next_target = step + config.target_update_every
+  bar = tqdm(total=config.total_steps, initial=step, disable=not progress, unit="step",
+             desc=f"DQN {config.env_id}", dynamic_ncols=True)
+  metrics: dict = {}
+
+  def checkpoint(state, step):
+    wall = wall_before + time.perf_counter() - t0
+    run.save(step, state, dict(step=step, wall_time=wall))
+    plot_curve(run.curve_file, run.path / "curve.png", ["episode_return"], f"Double DQN {config.env_id}",
+               "mean score of the last 20 games", "agent steps (4 frames each)")
+    save_agent(run.path / "agent", Agent(spec, state.params, metadata_json(dict(
+        algorithm="double_dqn", steps=step, wall_time_s=round(wall, 1), seed=config.seed,
+        config=to_dict(config)))))
+
+  obs, _ = envs.reset()
+  valid = np.ones(N, bool)
+  key = state.key
+  while step < config.total_steps:
+    key, act_key = jax.random.split(key)
+    actions = np.asarray(policy(state.params, obs, act_key, step))
+    envs.send(actions)  # the emulators step while the update below runs
+    step += N
+    if step >= refill_until and replay.can_sample(config.n_step):
+      # One update per `train_every` agent steps: as many as boundaries this iteration crossed.
+      for _ in range(step // config.train_every - (step - N) // config.train_every):
+        state, metrics = update(state, replay.sample(rng, config.batch_size, config.n_step, config.gamma))
+    if step >= next_target:
+      state = state._replace(target_params=state.params)
+      next_target += config.target_update_every
+    next_obs, reward, terminated, truncated, info = envs.recv()
+    done = terminated | truncated
+    replay.add(obs, actions, reward, done, valid)
+    tracker.update(info, terminated, truncated)
+    obs, valid = next_obs, ~done
+    bar.update(N)
+    if metrics:
+      bar.set_postfix(sps=f"{rate.rate(step):.0f}", ret=f"{tracker.mean():.1f}",
+                      eps=f"{float(epsilon_at(config, step)):.2f}")
+    if step >= next_log:
+      next_log += config.log_every
+      run.log(dict(step=step, wall_time=round(wall_before + time.perf_counter() - t0, 1),
+                   episode_return=tracker.mean(), episodes=tracker.count, steps_per_s=round(rate.rate(step), 1),
+                   epsilon=round(float(epsilon_at(config, step)), 4),
+                   **{k: float(v) for k, v in metrics.items()}))
+    if step >= next_ckpt:
+      next_ckpt += config.checkpoint_every
+      state = state._replace(key=key, step=jnp.asarray(step, jnp.int32))
+      checkpoint(state, step)
+  bar.close()
+  state = state._replace(key=key, step=jnp.asarray(step, jnp.int32))
+  if run.latest_step() != step:
+    checkpoint(state, step)
+  envs.close()
+  run.close()
+  return Agent(spec, state.params)

@@ -1,0 +1,262 @@
+"""PPO for Atari on envpool (Schulman et al. 2017), the actor-critic family of the paper's agents.
+
+Read top to bottom: config, pure pieces (GAE, loss, one minibatch step, one
+update), then `train`, which drives rollouts and updates from Python.
+
+How the epochs x minibatches of an update are driven is `config.loop`:
+"scan" fuses them into one jitted `lax.scan` (right for accelerators);
+"python" calls one jitted minibatch step from a Python loop, which on XLA:CPU
+ran 20-30x faster because convolution gradients inside loops are slow there
+(shared/CPU-FACTS.md). "auto" picks per backend. Both compute the same thing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxprobe.agents.agent import Agent, AgentSpec
+from jaxprobe.agents.checkpoint import save_agent
+from jaxprobe.agents.training import EpisodeTracker
+from jaxprobe.runs import RunDir, Throughput, metadata_json, plot_curve
+from jaxprobe.config import to_dict
+from jaxprobe.conv import conv_module
+from jaxprobe.envs import make_atari
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+  env_id: str = "Pong-v5"
+  seed: int = 1
+  total_steps: int = 10_000_000      # agent steps over all envs (4 frames each)
+  num_envs: int = 8
+  num_steps: int = 128               # rollout length per env
+  lr: float = 2.5e-4
+  anneal_lr: bool = True
+  gamma: float = 0.99
+  gae_lambda: float = 0.95
+  num_minibatches: int = 4
+  update_epochs: int = 4
+  clip_coef: float = 0.1
+  ent_coef: float = 0.01
+  vf_coef: float = 0.5
+  max_grad_norm: float = 0.5
+  episodic_life: bool = True         # training aids; evaluation plays the real game
+  reward_clip: bool = True
+  loop: Literal["auto", "python", "scan"] = "auto"
+  conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  checkpoint_every: int = 50_000     # agent steps
+  log_every: int = 10_000
+
+
+class TrainState(NamedTuple):
+  params: Any
+  opt_state: Any
+  key: jax.Array
+  step: jax.Array       # agent steps taken
+  update: jax.Array     # updates done
+
+
+class Batch(NamedTuple):
+  obs: jnp.ndarray        # (B, 4, 84, 84) uint8
+  actions: jnp.ndarray    # (B,)
+  logprobs: jnp.ndarray   # (B,) under the behaviour policy
+  advantages: jnp.ndarray
+  returns: jnp.ndarray
+
+
+def gae(rewards, values, dones, last_value, last_done, gamma: float, lam: float):
+  """Generalised advantage estimates for a `(T, N)` rollout.
+
+  `dones[t]` marks that `obs[t]` starts a new episode (so `values[t]` must not be
+  bootstrapped into step t-1), as envpool's auto-reset produces them.
+  """
+  chex.assert_equal_shape([rewards, values, dones])
+  next_values = jnp.concatenate([values[1:], last_value[None]])
+  next_nonterminal = 1.0 - jnp.concatenate([dones[1:], last_done[None]]).astype(jnp.float32)
+  deltas = rewards + gamma * next_values * next_nonterminal - values
+
+  def back(carry, x):
+    delta, nonterminal = x
+    adv = delta + gamma * lam * nonterminal * carry
+    return adv, adv
+
+  _, advantages = jax.lax.scan(back, jnp.zeros_like(last_value), (deltas, next_nonterminal), reverse=True)
+  return advantages, advantages + values
+
+
+def ppo_loss(params, spec: AgentSpec, config: PPOConfig, batch: Batch):
+  out = spec.apply(params, batch.obs)
+  logp_all = jax.nn.log_softmax(out["logits"])
+  logp = jnp.take_along_axis(logp_all, batch.actions[:, None], axis=-1)[:, 0]
+  ratio = jnp.exp(logp - batch.logprobs)
+  adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+  policy_loss = jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, 1 - config.clip_coef, 1 + config.clip_coef)).mean()
+  value_loss = 0.5 * ((out["value"] - batch.returns) ** 2).mean()
+  entropy = -(jnp.exp(logp_all) * logp_all).sum(-1).mean()
+  total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+  return total, dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
+                     approx_kl=((ratio - 1) - jnp.log(ratio)).mean())
+
+
+def make_optimizer(config: PPOConfig, num_updates: int) -> optax.GradientTransformation:
+  steps_per_update = config.update_epochs * config.num_minibatches
+  lr = (optax.linear_schedule(config.lr, 0.0, num_updates * steps_per_update) if config.anneal_lr
+        else config.lr)
+  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def resolve_loop(loop: str) -> str:
+  return ("python" if jax.default_backend() == "cpu" else "scan") if loop == "auto" else loop
+
+
+def make_update(spec: AgentSpec, config: PPOConfig, optimizer: optax.GradientTransformation):
+  """`update(state, batch) -> (state, metrics)`: update_epochs x num_minibatches Adam steps."""
+
+  def minibatch_step(params, opt_state, mb: Batch):
+    grads, metrics = jax.grad(ppo_loss, has_aux=True)(params, spec, config, mb)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+  def permutations(key, n):
+    keys = jax.random.split(key, config.update_epochs)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    return perms.reshape(config.update_epochs * config.num_minibatches, -1)
+
+  if resolve_loop(config.loop) == "scan":
+    @jax.jit
+    def update(state: TrainState, batch: Batch):
+      key, perm_key = jax.random.split(state.key)
+      idx = permutations(perm_key, batch.obs.shape[0])
+      def body(carry, i):
+        params, opt_state = carry
+        params, opt_state, metrics = minibatch_step(params, opt_state, jax.tree_util.tree_map(lambda x: x[i], batch))
+        return (params, opt_state), metrics
+      (params, opt_state), metrics = jax.lax.scan(body, (state.params, state.opt_state), idx)
+      return state._replace(params=params, opt_state=opt_state, key=key, update=state.update + 1), \
+          jax.tree_util.tree_map(jnp.mean, metrics)
+    return update
+
+  step_jit = jax.jit(minibatch_step)
+  perm_jit = jax.jit(permutations, static_argnums=1)
+  split = jax.jit(jax.random.split)
+  take = jax.jit(lambda b, i: jax.tree_util.tree_map(lambda x: x[i], b))
+
+  def update(state: TrainState, batch: Batch):
+    key, perm_key = split(state.key)
+    idx = perm_jit(perm_key, batch.obs.shape[0])
+    params, opt_state, all_metrics = state.params, state.opt_state, []
+    for i in range(idx.shape[0]):
+      params, opt_state, metrics = step_jit(params, opt_state, take(batch, idx[i]))
+      all_metrics.append(metrics)
+    return state._replace(params=params, opt_state=opt_state, key=key, update=state.update + 1), \
+        jax.tree_util.tree_map(lambda *m: jnp.mean(jnp.stack(m)), *all_metrics)
+  return update
+
+
+def init_state(spec: AgentSpec, config: PPOConfig, optimizer) -> TrainState:
+  key, init_key = jax.random.split(jax.random.key(config.seed))
+  params = spec.init(init_key)
+  return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def agent_spec(config: PPOConfig, num_actions: int) -> AgentSpec:
+  return AgentSpec("actor_critic", num_actions, config.env_id, conv=conv_module(config.conv_impl))
+
+
+def train(config: PPOConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Agent:
+  """Trains (or resumes) a PPO agent in run directory `out`; returns the final agent."""
+  run = RunDir(out, "ppo", config, resume)
+  envs = make_atari(config.env_id, config.num_envs, seed=config.seed, episodic_life=config.episodic_life,
+                    reward_clip=config.reward_clip)
+  spec = agent_spec(config, int(envs.action_space.n))
+  batch_size = config.num_envs * config.num_steps
+  num_updates = max(1, config.total_steps // batch_size)
+  optimizer = make_optimizer(config, num_updates)
+  state = init_state(spec, config, optimizer)
+  tracker = EpisodeTracker(config.num_envs)
+  wall_before = 0.0
+  if resume:
+    state, meta = run.restore(state)
+    wall_before = meta["wall_time"]
+    run.truncate_curve(int(state.step))
+    # The emulators cannot be saved: a resumed run starts fresh games, seeded by the step.
+    envs = make_atari(config.env_id, config.num_envs, seed=config.seed + int(state.step),
+                      episodic_life=config.episodic_life, reward_clip=config.reward_clip)
+  update = make_update(spec, config, optimizer)
+
+  @jax.jit
+  def policy(params, obs, key):
+    out = spec.apply(params, obs)
+    action = jax.random.categorical(key, out["logits"])
+    logp = jnp.take_along_axis(jax.nn.log_softmax(out["logits"]), action[:, None], -1)[:, 0]
+    return action, logp, out["value"]
+
+  advantages_fn = jax.jit(functools.partial(gae, gamma=config.gamma, lam=config.gae_lambda))
+  obs, _ = envs.reset()
+  done = np.zeros(config.num_envs, bool)
+  T, N = config.num_steps, config.num_envs
+  buf_obs = np.zeros((T, N, *obs.shape[1:]), np.uint8)
+  buf = {k: np.zeros((T, N), np.float32) for k in ("logprobs", "values", "rewards", "dones")}
+  buf_actions = np.zeros((T, N), np.int32)
+  start_update = int(state.update)
+  rate = Throughput(int(state.step))
+  t0 = time.perf_counter()
+  next_log = int(state.step) + config.log_every
+  next_ckpt = int(state.step) + config.checkpoint_every
+  bar = tqdm(total=num_updates * batch_size, initial=int(state.step), disable=not progress,
+             unit="step", desc=f"PPO {config.env_id}", dynamic_ncols=True)
+  metrics: dict = {}
+
+  def checkpoint(step):
+    wall = wall_before + time.perf_counter() - t0
+    run.save(step, state, dict(step=step, wall_time=wall))
+    plot_curve(run.curve_file, run.path / "curve.png", ["episode_return"], f"PPO {config.env_id}",
+               "mean score of the last 20 games", "agent steps (4 frames each)")
+    save_agent(run.path / "agent", Agent(spec, state.params, metadata_json(dict(
+        algorithm="ppo", steps=step, wall_time_s=round(wall, 1), seed=config.seed,
+        config=to_dict(config)))))
+
+  for _ in range(start_update, num_updates):
+    key = state.key
+    for t in range(T):
+      key, act_key = jax.random.split(key)
+      action, logp, value = jax.device_get(policy(state.params, obs, act_key))
+      buf_obs[t], buf_actions[t], buf["logprobs"][t], buf["values"][t], buf["dones"][t] = obs, action, logp, value, done
+      obs, reward, terminated, truncated, info = envs.step(action)
+      done = terminated | truncated
+      buf["rewards"][t] = reward
+      tracker.update(info, terminated, truncated)
+    _, _, last_value = policy(state.params, obs, key)
+    state = state._replace(key=key)
+    adv, ret = advantages_fn(buf["rewards"], buf["values"], buf["dones"], last_value, jnp.asarray(done))
+    batch = Batch(buf_obs.reshape(-1, *obs.shape[1:]), buf_actions.reshape(-1), buf["logprobs"].reshape(-1),
+                  adv.reshape(-1), ret.reshape(-1))
+    state, metrics = update(state, batch)
+    state = state._replace(step=state.step + batch_size)
+    step = int(state.step)
+    bar.update(batch_size)
+    bar.set_postfix(sps=f"{rate.rate(step):.0f}", ret=f"{tracker.mean():.1f}")
+    if step >= next_log:
+      next_log += config.log_every
+      run.log(dict(step=step, wall_time=round(wall_before + time.perf_counter() - t0, 1),
+                   episode_return=tracker.mean(), episodes=tracker.count, steps_per_s=round(rate.rate(step), 1),
+                   **{k: float(v) for k, v in metrics.items()}))
+    if step >= next_ckpt:
+      next_ckpt += config.checkpoint_every
+      checkpoint(step)
+  bar.close()
+  if run.latest_step() != int(state.step):
+    checkpoint(int(state.step))
+  envs.close()
+  run.close()
+  return Agent(spec, state.params)

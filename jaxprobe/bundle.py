@@ -1,0 +1,74 @@
+"""Self-describing checkpoint directories: a JSON spec beside an orbax-checkpointed pytree.
+
+    DIR/<spec file>   format version and everything needed to rebuild the network
+    DIR/params/       the pytree (orbax-checkpoint)
+
+Writes go to a temporary sibling that replaces DIR only once complete, so an
+interrupted save never damages the checkpoint already there.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxprobe.errors import UserError
+
+TREE_DIR = "params"
+
+
+def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: str) -> Path:
+  path = Path(path).absolute()
+  if path.exists() and not (path / spec_file).is_file():
+    if path.is_file() or any(path.iterdir()):
+      raise UserError(f"{path} exists and is not {what}; choose another path")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+  try:
+    tmp.mkdir()
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp / TREE_DIR, jax.device_get(tree))
+    ckptr.wait_until_finished()
+    ckptr.close()
+    (tmp / spec_file).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    if path.exists():
+      path.rename(old)  # moved aside, not deleted, until the new one is in place
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return path
+
+
+def read_spec(path: str | Path, spec_file: str, what: str, format_version: int) -> dict:
+  path = Path(path)
+  if not path.exists():
+    raise UserError(f"no {what} at {path}")
+  if not (path / spec_file).is_file():
+    raise UserError(f"{path} is not {what}: it has no {spec_file}")
+  try:
+    spec = json.loads((path / spec_file).read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"{what} {path} has an unreadable {spec_file} ({type(e).__name__}); save it again") from None
+  version = spec.get("format_version")
+  if not isinstance(version, int) or version > format_version:
+    raise UserError(f"{what} {path} has format version {version!r}; this jaxprobe reads versions up to "
+                    f"{format_version}: upgrade jaxprobe")
+  return spec
+
+
+def read_tree(path: str | Path, what: str) -> Any:
+  try:
+    ckptr = ocp.StandardCheckpointer()
+    tree = ckptr.restore((Path(path) / TREE_DIR).absolute())
+    ckptr.close()
+  except Exception as e:  # orbax raises many types for damaged files
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise UserError(f"{what} {path} is corrupt or unreadable ({first}); save it again") from None
+  return tree

@@ -1,0 +1,1 @@
+"""Latent search: targets (energies over the agent's outputs) and the optimisation over latents."""

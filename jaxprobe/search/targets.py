@@ -1,0 +1,123 @@
+"""Targets: energies of one state's agent outputs, lowest where the state is of interest (METHOD.md 4).
+
+Each core function takes one state's action-value vector `q` `(A,)` (unbatched,
+rlax style) and returns a scalar energy; callers `vmap` them. For actor-critic
+agents the value head stands in for the expected value (S+, S-) and the policy
+logits stand in for q in the action targets (T+, T-, T+-, S+-, action:N); each
+`Target` records what it read in `reads`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from jaxprobe.errors import UserError
+
+
+def softmax_tau(q: chex.Array, tau: float) -> chex.Array:
+  """Smooth maximum: the mean of q under softmax(q / tau)."""
+  chex.assert_rank(q, 1)
+  return jnp.sum(q * jax.nn.softmax(q / tau))
+
+
+def softmin_tau(q: chex.Array, tau: float) -> chex.Array:
+  """Smooth minimum: the mean of q under softmax(-q / tau)."""
+  chex.assert_rank(q, 1)
+  return jnp.sum(q * jax.nn.softmax(-q / tau))
+
+
+def t_plus(q, tau):        # even the worst action is valued highly
+  return -softmin_tau(q, tau)
+
+
+def t_minus(q, tau):       # even the best action is valued low: doomed states
+  return softmax_tau(q, tau)
+
+
+def t_plus_minus(q, tau):  # one action much better than another: critical decisions
+  return softmin_tau(q, tau) - softmax_tau(q, tau)
+
+
+def s_plus(q, tau):        # high value under a uniformly random action
+  del tau
+  return -jnp.mean(q)
+
+
+def s_minus(q, tau):
+  del tau
+  return jnp.mean(q)
+
+
+def s_plus_minus(q, tau):  # strong disagreement among actions
+  del tau
+  return -jnp.std(q)
+
+
+def action_preference(q: chex.Array, action: int, tau: float) -> chex.Array:
+  """q_a - tau * logsumexp(q / tau): how far action `a` leads the others (0 when it alone is best)."""
+  chex.assert_rank(q, 1)
+  return q[action] - tau * jax.nn.logsumexp(q / tau)
+
+
+CORE = {"T+": t_plus, "T-": t_minus, "T+-": t_plus_minus, "S+": s_plus, "S-": s_minus, "S+-": s_plus_minus}
+DESCRIPTIONS = {
+    "T+": "even the worst action is valued highly", "T-": "even the best action is valued low (doomed)",
+    "T+-": "one action much better than another (critical decision)", "S+": "high expected value",
+    "S-": "low expected value", "S+-": "strong disagreement among actions",
+    "action:N": "action N dominates the others", "not-action:N": "action N is the worst choice"}
+KNOWN = tuple(CORE) + ("action:N", "not-action:N", "module:function")
+
+
+class Target(NamedTuple):
+  name: str
+  energy: Callable[[dict], jnp.ndarray]  # one state's outputs {"q"} or {"logits", "value"} -> scalar
+  reads: str                             # which output it used, for the record
+
+
+def _action_values(kind: str) -> str:
+  return "q" if kind == "q" else "logits"
+
+
+def get_target(name: str, kind: str, num_actions: int, tau: float = 1.0) -> Target:
+  """The target called `name` for an agent of `kind` ("q" or "actor_critic").
+
+  `name` is one of T+, T-, T+-, S+, S-, S+-, action:N, not-action:N, or
+  `package.module:function` for a user's own energy of one state's outputs dict.
+  """
+  if tau <= 0:
+    raise UserError(f"the temperature tau must be positive, got {tau}")
+  head = _action_values(kind)
+  if name in ("S+", "S-") and kind == "actor_critic":
+    sign = -1.0 if name == "S+" else 1.0
+    return Target(name, lambda out: sign * out["value"], "value")
+  if name in CORE:
+    core = CORE[name]
+    return Target(name, lambda out: core(out[head], tau), head)
+  for prefix, sign in (("action:", -1.0), ("not-action:", 1.0)):
+    if name.startswith(prefix):
+      try:
+        action = int(name[len(prefix):])
+      except ValueError:
+        raise UserError(f"target '{name}': the action must be an integer, e.g. {prefix}2") from None
+      if not 0 <= action < num_actions:
+        raise UserError(f"target '{name}': action {action} is out of range; this agent has actions "
+                        f"0..{num_actions - 1}")
+      return Target(name, lambda out: sign * action_preference(out[head], action, tau), head)
+  if ":" in name and not name.startswith(("action", "not-action")):
+    return Target(name, _import_energy(name), "user function of all outputs")
+  raise UserError(f"unknown target '{name}'; known: {', '.join(KNOWN)}")
+
+
+def _import_energy(path: str) -> Callable[[dict], jnp.ndarray]:
+  module_name, _, attr = path.partition(":")
+  try:
+    fn = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    raise UserError(f"target '{path}': cannot import it ({type(e).__name__}: {e})") from None
+  if not callable(fn):
+    raise UserError(f"target '{path}' is not a function")
+  return fn

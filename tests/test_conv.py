@@ -1,0 +1,164 @@
+"""The fast convolutions equal XLA's own: forward, weight and input gradients, every layer shape."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxprobe import conv as fast
+from jaxprobe.agents.networks import ActorCritic, QNetwork
+from jaxprobe.generator.networks import Generator
+
+RTOL = 1e-4
+PAD1 = ((1, 1), (1, 1))
+
+# (input height/width, in, out, kernel, stride, padding) of every convolution our networks use.
+CONV_LAYERS = {
+  "nature_0": (84, 4, 32, 8, 4, "VALID"),
+  "nature_1": (20, 32, 64, 4, 2, "VALID"),
+  "nature_2": (9, 64, 64, 3, 1, "VALID"),
+  "encoder_0": (84, 12, 32, 4, 2, PAD1),
+  "encoder_1": (42, 32, 64, 4, 2, PAD1),
+  "encoder_2": (21, 64, 128, 4, 2, PAD1),
+  "encoder_3": (10, 128, 256, 4, 2, PAD1),
+  "subpixel_0": (8, 256, 512, 3, 1, "SAME"),
+  "subpixel_1": (16, 128, 256, 3, 1, "SAME"),
+  "subpixel_2": (32, 64, 128, 3, 1, "SAME"),
+  "subpixel_3": (64, 32, 48, 3, 1, "SAME"),
+}
+# (input height/width, in, out) of the decoder's 4x4 / stride-2 SAME transposed convolutions.
+UP_LAYERS = {f"transpose_{i}": (8 * 2**i, c, o) for i, (c, o) in enumerate(((256, 128), (128, 64), (64, 32), (32, 12)))}
+
+
+def assert_close(actual, expected, rtol=RTOL):
+  """Max error relative to the largest magnitude of the reference, leaf by leaf."""
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    assert a.shape == e.shape
+    scale = float(jnp.max(jnp.abs(e))) or 1.0
+    assert float(jnp.max(jnp.abs(a - e))) <= rtol * scale
+
+
+def random(shape, seed=0):
+  return jnp.asarray(np.random.RandomState(seed).standard_normal(shape), jnp.float32)
+
+
+def value_and_grads(module, params, x):
+  """Output, parameter gradient and input gradient of a fixed random projection of the output."""
+  y = module.apply(params, x)
+  probe = random(y.shape, seed=1)
+  loss = lambda p, x: jnp.sum(module.apply(p, x) * probe)
+  return (y, *jax.grad(loss, argnums=(0, 1))(params, x))
+
+
+def layer_pair(name):
+  if name in UP_LAYERS:
+    size, cin, cout = UP_LAYERS[name]
+    args, kw = (cout, (4, 4)), dict(strides=(2, 2), padding="SAME")
+    return nn.ConvTranspose(*args, **kw), fast.conv_transpose_module("fast")(*args, **kw), (size, cin)
+  size, cin, cout, k, s, pad = CONV_LAYERS[name]
+  args, kw = (cout, (k, k)), dict(strides=(s, s), padding=pad)
+  return nn.Conv(*args, **kw), fast.conv_module("fast")(*args, **kw), (size, cin)
+
+
+@pytest.mark.parametrize("name", [*CONV_LAYERS, *UP_LAYERS])
+def test_layer_matches_xla(name):
+  ref, ours, (size, cin) = layer_pair(name)
+  x = random((2, size, size, cin))
+  params = ref.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), x)) == jax.tree.map(jnp.shape, params)
+  assert_close(jax.jit(lambda p, x: value_and_grads(ours, p, x))(params, x), value_and_grads(ref, params, x))
+
+
+@pytest.mark.parametrize("name", ["nature_0", "encoder_1", "transpose_2"])
+def test_vmap_per_example_gradients(name):
+  ref, ours, (size, cin) = layer_pair(name)
+  xs = random((3, 1, size, size, cin))
+  params = ref.init(jax.random.PRNGKey(0), xs[0])
+  per_example = lambda m: jax.jit(jax.vmap(lambda x: value_and_grads(m, params, x)))(xs)
+  assert_close(per_example(ours), per_example(ref))
+
+
+def test_batch_chunks_and_remainder(monkeypatch):
+  # A budget of two samples makes a batch of 5 run as two chunks of 2 plus a remainder of 1
+  # (the kernel is small enough that the weight gradient is chunked the same way).
+  ref, ours = nn.Conv(8, (3, 3)), fast.conv_module("fast")(8, (3, 3))
+  x = random((5, 12, 12, 8))
+  params = ref.init(jax.random.PRNGKey(0), x)
+  monkeypatch.setattr(fast, "_CHUNK_BYTES", 2 * 14 * 14 * 8 * 4)  # two padded samples
+  assert_close(value_and_grads(ours, params, x), value_and_grads(ref, params, x))
+
+
+@pytest.mark.parametrize("size,k,s,pad", [(7, 4, 2, "VALID"), (6, 3, 2, "SAME"), (6, 5, 3, ((1, 2), (0, 3))), (5, 3, 1, "SAME")])
+def test_conv_transpose_matches_lax(size, k, s, pad):
+  x, w = random((2, size, size, 3)), random((k, k, 3, 4), seed=1)
+  ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_transpose(x, w, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+  ours = lambda x, w: jnp.sum(jnp.sin(fast.conv_transpose(x, w, (s, s), pad)))
+  assert_close(jax.value_and_grad(ours, (0, 1))(x, w), jax.value_and_grad(ref, (0, 1))(x, w))
+
+
+@pytest.mark.parametrize("size,k,s,pad", [(13, 5, 3, "SAME"), (11, 3, 2, ((2, 0), (1, 3))), (9, 2, 1, "VALID")])
+def test_odd_strides_and_paddings_match_lax(size, k, s, pad):
+  x, w = random((2, size, size, 3)), random((k, k, 3, 4), seed=1)
+  dn = ("NHWC", "HWIO", "NHWC")
+  ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)))
+  ours = lambda x, w: jnp.sum(jnp.sin(fast.fast_conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)))
+  assert_close(jax.value_and_grad(ours, (0, 1))(x, w), jax.value_and_grad(ref, (0, 1))(x, w))
+
+
+def test_unsupported_cases_fall_back_to_lax():
+  x, w = random((2, 9, 9, 3)), random((3, 3, 3, 4), seed=1)
+  kw = dict(rhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert_close(fast.fast_conv_general_dilated(x, w, (1, 1), "SAME", **kw),
+               lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw))
+
+
+@jax.custom_vjp
+def guided_relu(x):
+  return jnp.maximum(x, 0.0)
+
+
+guided_relu.defvjp(lambda x: (guided_relu(x), x), lambda x, g: ((x > 0) * jnp.maximum(g, 0.0),))
+
+
+def test_qnetwork_with_guided_backprop_matches_xla():
+  obs = jnp.asarray(np.random.RandomState(0).randint(0, 256, (3, 4, 84, 84)), jnp.float32)
+  ref, ours = (QNetwork(6, activation=guided_relu, conv=fast.conv_module(impl)) for impl in ("xla", "fast"))
+  params = ref.init(jax.random.PRNGKey(0), obs)
+
+  def outputs(net):
+    q = lambda p, o: net.apply(p, o)["q"]
+    saliency = jax.vmap(jax.grad(lambda o, a: q(params, o[None])[0, a]), in_axes=(0, None))(obs, 2)
+    return q(params, obs), saliency, jax.grad(lambda p: jnp.sum(q(p, obs) ** 2))(params)
+
+  expected = outputs(ref)
+  assert float(jnp.max(expected[1])) > 0  # the saliency is not trivially zero
+  assert_close(jax.jit(lambda: outputs(ours))(), expected)
+
+
+@pytest.mark.parametrize("make", [lambda conv: QNetwork(6, conv=conv), lambda conv: ActorCritic(6, conv=conv)])
+def test_agent_parameter_trees_match_nn_conv(make):
+  obs = jnp.zeros((1, 4, 84, 84))
+  tree = lambda conv: jax.eval_shape(make(conv).init, jax.random.PRNGKey(0), obs)
+  assert tree(fast.conv_module("fast")) == tree(nn.Conv)
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "subpixel"])
+def test_generator_parameter_trees_match_xla(upsample):
+  x = jnp.zeros((1, 84, 84, 12))
+  trees = [jax.eval_shape(Generator(upsample=upsample, conv_impl=impl).init, jax.random.PRNGKey(0), x)
+           for impl in ("xla", "fast")]
+  assert trees[0] == trees[1]
+
+
+def test_resolve_conv_impl():
+  assert fast.resolve_conv_impl("auto") == ("fast" if jax.default_backend() == "cpu" else "xla")
+  assert fast.resolve_conv_impl("xla") == "xla" and fast.conv_module("xla") is nn.Conv
+  with pytest.raises(ValueError):
+    fast.resolve_conv_impl("cudnn")
+
+
+def test_space_to_depth_round_trip():
+  x = random((2, 6, 8, 3))
+  assert fast.space_to_depth(x, 2, 4).shape == (2, 3, 2, 24)
+  np.testing.assert_array_equal(fast.depth_to_space(fast.space_to_depth(x, 2, 4), 2, 4), x)
