@@ -101,6 +101,51 @@ def _goggles(args: argparse.Namespace) -> None:
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def _probe(args: argparse.Namespace) -> None:
+  from jaxprobe.agents.checkpoint import load_agent
+  from jaxprobe.generator.checkpoint import load_generator
+  from jaxprobe.search.probe import ProbeConfig, probe, summary_table, write_run
+  from jaxprobe.report.saliency_frames import prepare_out_dir
+  config = ProbeConfig(space=args.space, num=args.num, steps=args.steps, lr=args.lr, alpha=args.alpha, tau=args.tau,
+                       seed=args.seed, chunk=args.chunk, loop=args.loop, patience=args.patience)
+  agent = load_agent(args.agent)
+  generator = load_generator(args.generator) if args.generator else None
+  prepare_out_dir(args.out)
+  results = probe(agent, generator, args.target or ["T-"], config, progress=not args.quiet)
+  write_run(args.out, agent, generator, config, results, args.agent, args.generator or "")
+  print(summary_table(results))
+  print(f"wrote {args.out}/probe.json and one folder per target (best.png, energy.png, run.json, arrays)")
+
+
+def _report(args: argparse.Namespace) -> None:
+  import json
+  from jaxprobe.agents.checkpoint import load_agent
+  from jaxprobe.data.dataset import open_dataset
+  from jaxprobe.errors import UserError
+  from jaxprobe.evaluate.rollouts import rollout_evidence
+  from jaxprobe.generator.checkpoint import load_generator
+  from jaxprobe.report.html import build_report, load_run, write_report
+  from pathlib import Path
+  out = Path(args.out)
+  if not out.parent.is_dir():
+    raise UserError(f"cannot write {out}: the folder {out.parent} does not exist")
+  runs = [load_run(p) for p in args.runs]
+  agent = load_agent(args.agent or runs[0]["agent"]["path"])
+  dataset_path = args.dataset
+  if dataset_path is None:
+    gen = next((r["generator"] for r in runs if r.get("generator")), None)
+    if gen is None:
+      raise UserError("pixel-space runs alone do not name a dataset: pass --dataset")
+    dataset_path = load_generator(gen["path"]).metadata.get("dataset")
+  dataset = open_dataset(dataset_path, verify=False)
+  evidence = rollout_evidence(agent, args.rollouts, progress=not args.quiet) if args.rollouts > 0 else None
+  write_report(out, build_report(runs, agent, dataset, evidence, show=args.show))
+  if evidence is not None:
+    s = evidence["summary"]
+    print(json.dumps({k: v for k, v in s.items() if k not in ("scores", "oxygen_at_death")}, indent=2))
+  print(f"report: {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
   from jaxprobe import saliency
   parser = argparse.ArgumentParser(
@@ -204,6 +249,42 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", default=None, help="write both score summaries as JSON here")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.set_defaults(run=_goggles)
+
+  p = sub.add_parser("probe", help="search the generator's latent space (or pixels) for states of interest",
+                     description="Minimise target(agent(G(z))) + alpha/2 ||z||^2 for --num latents at once with "
+                                 "Adam; or, with --space pixel, the paper's baseline that optimises the agent's "
+                                 "input directly. Targets: T+, T-, T+-, S+, S-, S+-, action:N, not-action:N, "
+                                 "or module:function (your own energy of one state's outputs dict).")
+  p.add_argument("--agent", required=True, help="agent checkpoint")
+  p.add_argument("--generator", default=None, help="generator checkpoint (needed for --space latent)")
+  p.add_argument("--target", action="append", help="target to minimise; repeat for several (default: T-)")
+  p.add_argument("--space", choices=("latent", "pixel"), default="latent", help="where to search (default: latent)")
+  p.add_argument("--num", type=int, default=256, help="states per target (default: 256)")
+  p.add_argument("--steps", type=int, default=200, help="Adam steps (default: 200)")
+  p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default: 0.05)")
+  p.add_argument("--alpha", type=float, default=0.01, help="weight of the latent prior 0.5||z||^2 (default: 0.01)")
+  p.add_argument("--tau", type=float, default=1.0, help="temperature of the targets' soft max/min (default: 1)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the starting points (default: 0)")
+  p.add_argument("--chunk", type=int, default=4096, help="states per compiled program (default: 4096)")
+  p.add_argument("--loop", choices=("auto", "python", "scan"), default="auto",
+                 help="drive the steps from Python or fuse them in one lax.scan (default: per backend)")
+  p.add_argument("--patience", type=int, default=0, help="stop a state after N steps without improvement (0: off)")
+  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.set_defaults(run=_probe)
+
+  p = sub.add_parser("report", help="one self-contained HTML report of probe runs and rollout evidence",
+                     description="For each target of the given probe runs: the best states with the agent's outputs, "
+                                 "their nearest real states (by pixels and by target value), the novelty histogram, "
+                                 "latent and pixel-space runs side by side; then how the agent's real games end.")
+  p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories written by `jaxprobe probe`")
+  p.add_argument("--out", required=True, help="the HTML file to write")
+  p.add_argument("--agent", default=None, help="agent checkpoint (default: the one the runs name)")
+  p.add_argument("--dataset", default=None, help="the agent's dataset (default: the generator's training dataset)")
+  p.add_argument("--rollouts", type=int, default=10, help="games of rollout evidence (0: none; default: 10)")
+  p.add_argument("--show", type=int, default=8, help="states shown per target and space (default: 8)")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.set_defaults(run=_report)
   return parser
 
 

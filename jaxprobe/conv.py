@@ -1,13 +1,13 @@
 """Convolutions whose gradients are fast on XLA:CPU, as drop-ins for Flax's layers.
 
-On XLA:CPU a convolution's weight gradient costs 10-30x its forward pass, strided and
-transposed convolutions are slower still, and convolutions on large batches run far
-below what the same work costs in cache-sized pieces (benchmarks/README.md). Here every
-convolution becomes a stride-1 VALID convolution (padding first, strides folded into
-channels by space-to-depth, a transposed convolution as a sub-pixel convolution followed
-by depth-to-space) with a `custom_vjp`: forward and input gradient are forward
-convolutions in NHWC, the weight gradient is one matrix product per kernel offset, and
-all three run over the batch in cache-sized chunks.
+On XLA:CPU (jax 0.10) convolution weight gradients, strided and transposed convolutions
+are slow, and unpadded convolutions go to YNNPACK, which runs them 2-4x slower than XLA's
+own kernel on this machine (benchmarks/README.md). Here every convolution becomes a
+stride-1 VALID convolution (padding applied first, strides folded into channels by
+space-to-depth, a transposed convolution as a sub-pixel convolution followed by
+depth-to-space) with a `custom_vjp`: forward and input gradient are forward convolutions
+in NHWC kept off YNNPACK, and the weight gradient is one matrix product per kernel tap,
+over the batch in cache-sized chunks.
 
 Parameters are those of `nn.Conv` / `nn.ConvTranspose` exactly (HWIO kernels, `bias`):
 the implementation is chosen per backend (`resolve_conv_impl`) and never changes what
@@ -26,9 +26,9 @@ from jax import lax
 
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
-# Bytes of one operand that a chunk of the batch may take: convolutions on XLA:CPU slow
-# down sharply once their operands leave the cache (benchmarks/README.md, "chunk sizes").
-_CHUNK_BYTES = 1 << 19
+# Bytes of one operand that a chunk of the batch may take in the weight gradient: its
+# per-tap matrix products slow down once their operands leave the cache (benchmarks/README.md).
+_CHUNK_BYTES = 1 << 20
 
 
 def resolve_conv_impl(impl: str = "auto") -> str:
@@ -156,8 +156,8 @@ class ConvTranspose(nn.Module):
   Same parameters (`kernel` HWIO, `bias`), so checkpoints move between implementations.
   """
   features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = (1, 1)
   padding: str | Sequence[tuple[int, int]] = "SAME"
   use_bias: bool = True
   precision: lax.PrecisionLike = None
@@ -166,8 +166,9 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
-    y = conv_transpose(x, kernel, self.strides, self.padding, self.precision)
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    kernel = self.param("kernel", self.kernel_init, (*pair(self.kernel_size), x.shape[-1], self.features))
+    y = conv_transpose(x, kernel, pair(self.strides), self.padding, self.precision)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
@@ -176,7 +177,7 @@ class ConvTranspose(nn.Module):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_valid(x: jnp.ndarray, w: jnp.ndarray, precision=None) -> jnp.ndarray:
   """Stride-1 VALID NHWC/HWIO convolution with the fast gradients described above."""
-  return _map_batch(lambda xc: _xla_conv(xc, w, precision), x, budget=_CHUNK_BYTES)
+  return _xla_conv(x, w, precision)
 
 
 def _conv_valid_fwd(x, w, precision):
@@ -189,7 +190,6 @@ def _conv_valid_bwd(precision, res, g):
   # The input gradient is the full correlation of g with the flipped, transposed kernel.
   w_flip = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
   pads = ((0, 0), (ky - 1, ky - 1), (kx - 1, kx - 1), (0, 0))
-  # Whole-batch input gradients measured as fast as chunked ones or faster.
   dx = _xla_conv(jnp.pad(g, pads), w_flip, precision)
   # One weight gradient per chunk (leading axis 1 so chunks concatenate), then their sum;
   # chunks hold at least twice the kernel's bytes so the per-chunk sums stay cheap.
@@ -202,7 +202,10 @@ conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
 
 
 def _xla_conv(x, w, precision):
-  return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision)
+  # One row of padding, whose output row is dropped, keeps XLA:CPU off its YNNPACK
+  # convolution, which it uses for unpadded ones only and which runs 2-4x slower here.
+  y = lax.conv_general_dilated(x, w, (1, 1), ((0, 1), (0, 0)), dimension_numbers=_NHWC, precision=precision)
+  return y[:, :-1]
 
 
 def _weight_grad(x, g, ky, kx, precision):

@@ -80,8 +80,8 @@ def test_vmap_per_example_gradients(name):
 
 
 def test_batch_chunks_and_remainder(monkeypatch):
-  # A budget of two samples makes a batch of 5 run as two chunks of 2 plus a remainder of 1
-  # (the kernel is small enough that the weight gradient is chunked the same way).
+  # A budget of two padded samples makes the weight gradient of a batch of 5 run as two
+  # chunks of 2 plus a remainder of 1.
   ref, ours = nn.Conv(8, (3, 3)), fast.conv_module("fast")(8, (3, 3))
   x = random((5, 12, 12, 8))
   params = ref.init(jax.random.PRNGKey(0), x)

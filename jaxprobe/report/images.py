@@ -59,3 +59,18 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
   path = Path(path)
   Image.fromarray(np.asarray(image, np.uint8)).save(path)
   return path
+
+
+def value_bars(values: np.ndarray, width: int, height: int = 40, highlight: int | None = None) -> np.ndarray:
+  """A tiny bar chart of one state's action values `(A,)`: bars from the lowest value up, the greedy one in orange."""
+  values = np.asarray(values, np.float64)
+  canvas = Image.new("RGB", (width, height), (24, 24, 28))
+  draw = ImageDraw.Draw(canvas)
+  lo, hi = values.min(), values.max()
+  span = hi - lo if hi > lo else 1.0
+  bar_w = width / len(values)
+  for a, v in enumerate(values):
+    h = 3 + (height - 6) * (v - lo) / span
+    colour = (255, 150, 40) if a == highlight else (120, 160, 220)
+    draw.rectangle([a * bar_w + 1, height - h, (a + 1) * bar_w - 2, height - 1], fill=colour)
+  return np.asarray(canvas)

@@ -72,6 +72,16 @@ DESCRIPTIONS = {
 KNOWN = tuple(CORE) + ("action:N", "not-action:N", "module:function")
 
 
+def describe(name: str) -> str:
+  """What a target's low-energy states mean, in words."""
+  if name in DESCRIPTIONS:
+    return DESCRIPTIONS[name]
+  for prefix in ("action", "not-action"):
+    if name.startswith(prefix + ":"):
+      return DESCRIPTIONS[prefix + ":N"].replace("N", name.split(":", 1)[1])
+  return "a user-defined target"
+
+
 class Target(NamedTuple):
   name: str
   energy: Callable[[dict], jnp.ndarray]  # one state's outputs {"q"} or {"logits", "value"} -> scalar

@@ -1,0 +1,180 @@
+"""`jaxprobe report`: probe runs, their novelty and nearest real states, and rollout evidence in one HTML file.
+
+The file is self-contained (images embedded as PNG data, no scripts, no network)
+and every text taken from files is escaped.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jaxprobe.agents.agent import Agent
+from jaxprobe.agents.checkpoint import fingerprint
+from jaxprobe.data.dataset import Dataset
+from jaxprobe.errors import UserError
+from jaxprobe.evaluate.novelty import BUCKETS, nearest_by_energy, novelty
+from jaxprobe.report.images import grid, value_bars
+from jaxprobe.search.targets import describe, get_target
+
+
+def load_run(path: str | Path) -> dict:
+  path = Path(path)
+  try:
+    meta = json.loads((path / "probe.json").read_text())
+  except FileNotFoundError:
+    raise UserError(f"{path} is not a probe run (no probe.json); give directories written by `jaxprobe probe`") from None
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"{path}/probe.json is unreadable ({type(e).__name__}); run the probe again") from None
+  meta["path"] = path
+  return meta
+
+
+def check_same_agent(runs: Sequence[dict], agent: Agent, dataset: Dataset) -> None:
+  ours = fingerprint(agent.params)
+  for run in runs:
+    if run["agent"]["fingerprint"] != ours:
+      raise UserError(f"{run['path']} was probed with another agent (fingerprint {run['agent']['fingerprint']}, "
+                      f"not {ours}); a report covers one agent")
+  if dataset.agent_fingerprint != ours:
+    raise UserError(f"dataset {dataset.path} was collected by another agent; use this agent's dataset")
+
+
+def png_data(image: np.ndarray) -> str:
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG", optimize=True)
+  return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _frame(colour_or_gray: np.ndarray) -> np.ndarray:
+  """The newest frame, RGB, 2x: from a colour stack (84, 84, 12) or a gray stack (4, 84, 84)."""
+  a = np.asarray(colour_or_gray)
+  rgb = a[..., -3:] if a.shape[-1] == 12 else np.repeat(a[-1][..., None], 3, -1)
+  return np.kron(rgb, np.ones((2, 2, 1), np.uint8))
+
+
+def _histogram_png(hist: np.ndarray, title: str) -> np.ndarray:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=100)
+  ax.bar(np.arange(len(hist)), hist, color="tab:purple")
+  ax.set_xticks(np.arange(len(hist)), [f"{int(b * 100)}" for b in BUCKETS[:-1]], fontsize=7)
+  ax.set_xlabel("% of pixels differing from the nearest real state", fontsize=8)
+  ax.set_ylabel("states", fontsize=8)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  plt.close(fig)
+  return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, show: int) -> dict:
+  """Best samples of one target with their nearest real states (by L2 and by energy) and novelty."""
+  run = json.loads((folder / "run.json").read_text())
+  gray = np.load(folder / "gray.npy", mmap_mode="r")
+  colour = np.load(folder / "colour.npy", mmap_mode="r")
+  head = agent.spec.action_head
+  best = np.asarray(run["best_first"][:show])
+  nov = novelty(np.asarray(gray), dataset["gray"])
+  try:
+    target = get_target(run["target"], agent.spec.kind, agent.spec.num_actions, tau)
+    outputs = {k: np.asarray(dataset[k]) for k in agent.spec.heads}
+    ref_energy = np.asarray(jax.vmap(target.energy)(outputs))
+    by_energy = nearest_by_energy(np.asarray(run["energy_end"])[best], ref_energy)[:, 0]
+  except UserError:  # a user target whose module is not importable here
+    by_energy = None
+  tiles, captions = [], []
+  for j, i in enumerate(best):
+    q = np.asarray(run["outputs"][head][i])
+    real = nov.nearest[i]
+    row = [_frame(colour[i]), _frame(dataset["colour"][real])]
+    if by_energy is not None:
+      row.append(_frame(dataset["colour"][by_energy[j]]))
+    gap = np.full((row[0].shape[0], 6, 3), 24, np.uint8)
+    img = np.concatenate([x for frame in row for x in (frame, gap)][:-1], axis=1)
+    bars = value_bars(q, 168, 30, int(np.argmax(q)))
+    bars = np.concatenate([bars, np.full((30, img.shape[1] - 168, 3), 24, np.uint8)], axis=1)
+    tiles.append(np.concatenate([img, bars], axis=0))
+    captions.append(f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}")
+  return dict(run=run, novelty=nov.summary(), sheet=grid(tiles, captions, cols=2, caption_height=16),
+              histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
+              by_energy=by_energy is not None)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#1d1d24;background:#fafafa}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.meta{color:#555;font-size:.9em} table{border-collapse:collapse;margin:1em 0} td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+th{background:#eee} .pair{display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start} figure{margin:0}
+figcaption{font-size:.85em;color:#444;max-width:620px} img{image-rendering:pixelated;border:1px solid #ccc}
+"""
+
+
+def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts: dict | None, show: int = 8) -> str:
+  check_same_agent(runs, agent, dataset)
+  e = html.escape
+  parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>jaxprobe report: {e(agent.spec.env_id)}</title>"
+           f"<style>{CSS}</style></head><body>",
+           f"<h1>Weaknesses of the {e(agent.spec.kind)} agent on {e(agent.spec.env_id)}</h1>",
+           f"<p class='meta'>agent {e(runs[0]['agent'].get('path', ''))} (fingerprint {e(fingerprint(agent.params))}); "
+           f"dataset {e(str(dataset.path))} ({len(dataset)} states).</p><p>Each sample shows three frames: "
+           f"<b>the synthesized state</b>, <b>its nearest real state by pixels</b>, and <b>the real state whose "
+           f"target value is closest</b> (newest frame of each stack). The bars under it are the agent's outputs "
+           f"on the synthesized state, its greedy action in orange.</p>"]
+  sections = {}
+  for run in runs:
+    for t in run["targets"]:
+      sections.setdefault(t["target"], []).append((run, t))
+  summary_rows = []
+  for name, entries in sections.items():
+    parts.append(f"<h2>{e(name)}: {e(describe(name))}</h2><div class='pair'>")
+    for run, t in entries:
+      sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show)
+      r, nov = sec["run"], sec["novelty"]
+      summary_rows.append((name, r["space"], r["num"], r["energy_start_mean"], r["energy_end_mean"],
+                           nov["mean_fraction_different"]))
+      parts.append(f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
+                   f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
+                   f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "
+                   f"on average {100 * nov['mean_fraction_different']:.1f}% of pixels differ from the nearest real "
+                   f"state.</figcaption></figure>"
+                   f"<figure><img alt='{e(name)} {e(r['space'])} novelty' src='{png_data(sec['histogram'])}'></figure>")
+    parts.append("</div>")
+  parts.insert(3, "<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
+               "<th>energy after</th><th>pixels differing from nearest real state</th></tr>" +
+               "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
+                       f"<td>{100 * f:.1f}%</td></tr>" for n, s, k, a, b, f in summary_rows) + "</table>")
+  if rollouts is not None:
+    s = rollouts["summary"]
+    parts.append(f"<h2>Rollout evidence: {s['games']} games</h2><table><tr><th>mean score</th><th>mean length</th>"
+                 f"<th>life losses per game</th>" + ("<th>deaths with low oxygen</th>" if "deaths_with_low_oxygen" in s else "") +
+                 f"</tr><tr><td>{s['mean_score']:.1f}</td><td>{s['mean_length']:.0f}</td><td>{s['life_losses_per_game']:.2f}</td>" +
+                 (f"<td>{s['deaths_with_low_oxygen']} of {s['life_losses']} ({100 * (s['share_of_deaths_with_low_oxygen'] or 0):.0f}%, "
+                  f"oxygen {e(s['low_oxygen_threshold'])})</td>" if "deaths_with_low_oxygen" in s else "") + "</tr></table>")
+    deaths = rollouts["deaths"][:16]
+    if deaths:
+      tiles = [np.kron(np.repeat(d["frame"][..., None], 3, -1), np.ones((2, 2, 1), np.uint8)) for d in deaths]
+      caps = [f"game {d['game']} step {d['step']}" + (f" O2 {d['oxygen']}" if "oxygen" in d else "") for d in deaths]
+      parts.append(f"<figure><img alt='frames before life losses' src='{png_data(grid(tiles, caps, cols=4))}'>"
+                   "<figcaption>The agent's last frame before each life loss.</figcaption></figure>")
+  parts.append("</body></html>")
+  return "\n".join(parts)
+
+
+def write_report(out: str | Path, text: str) -> Path:
+  out = Path(out)
+  if not out.parent.is_dir():
+    raise UserError(f"cannot write {out}: the folder {out.parent} does not exist")
+  tmp = out.with_name(out.name + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(out)
+  return out

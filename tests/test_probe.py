@@ -1,0 +1,121 @@
+"""The probe: energies go down for every target, determinism, sharding, user targets, bad inputs."""
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxprobe.agents.checkpoint import fingerprint, load_agent
+from jaxprobe.cli import main
+from jaxprobe.errors import UserError
+from jaxprobe.generator.checkpoint import GeneratorBundle, GeneratorSpec, save_generator
+from jaxprobe.search.probe import ProbeConfig, probe
+
+AGENT = Path(__file__).resolve().parents[1] / "jaxprobe" / "assets" / "agents" / "pong-untrained"
+TINY = dict(latent_dim=8, widths=(4, 8, 8, 8))
+
+
+def tiny_generator(agent, env_id=None):
+  spec = GeneratorSpec(**TINY, env_id=env_id or agent.spec.env_id, agent_fingerprint=fingerprint(agent.params))
+  return GeneratorBundle(spec, spec.init(jax.random.key(0)), {"ablation": "untrained test generator"})
+
+
+@pytest.fixture(scope="module")
+def agent():
+  return load_agent(AGENT)
+
+
+@pytest.fixture(scope="module")
+def generator(agent):
+  return tiny_generator(agent)
+
+
+CONFIG = ProbeConfig(num=6, steps=8, lr=0.2, alpha=0.01)
+
+
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_every_target_goes_down(agent, generator, space):
+  names = ["T+", "T-", "T+-", "S+", "S-", "S+-", "action:1", "not-action:2"]
+  results = probe(agent, generator, names, dataclasses.replace(CONFIG, space=space), progress=False)
+  for r in results:
+    assert r.curve[-1] < r.curve[0], r.target            # the trajectory itself improves on average
+    assert r.energy_end.mean() < r.energy_start.mean(), r.target
+    assert r.gray.shape == (6, 4, 84, 84) and r.gray.dtype == np.uint8
+    assert r.colour.shape == (6, 84, 84, 12) and r.greedy.shape == (6,)
+
+
+def test_same_seed_same_states_and_python_equals_scan(agent, generator):
+  a, b = (probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, loop=loop), progress=False)[0]
+          for loop in ("python", "scan"))
+  np.testing.assert_allclose(a.variables, b.variables, rtol=1e-4, atol=1e-5)
+  again = probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, loop="python"), progress=False)[0]
+  np.testing.assert_array_equal(a.variables, again.variables)
+  other = probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, seed=1), progress=False)[0]
+  assert not np.allclose(a.variables, other.variables)
+
+
+def test_bad_inputs(agent, generator):
+  with pytest.raises(UserError, match="unknown target 'T0'"):
+    probe(agent, generator, ["T0"], CONFIG, progress=False)
+  with pytest.raises(UserError, match="action 6 is out of range"):
+    probe(agent, generator, ["action:6"], CONFIG, progress=False)
+  with pytest.raises(UserError, match="trained on Breakout-v5 but the agent plays Pong-v5"):
+    probe(agent, tiny_generator(agent, "Breakout-v5"), ["T-"], CONFIG, progress=False)
+  for field in ("num", "steps"):
+    with pytest.raises(UserError, match=f"--{field} must be positive"):
+      probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, **{field: 0}), progress=False)
+
+
+def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, monkeypatch, capsys):
+  save_generator(tmp_path / "gen", generator)
+  (tmp_path / "my_energy.py").write_text("def right_paddle_low(out):\n  return out['q'][3] - out['q'][2]\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  out = tmp_path / "run"
+  code = main(["probe", "--agent", str(AGENT), "--generator", str(tmp_path / "gen"), "--target", "T-",
+               "--target", "my_energy:right_paddle_low", "--num", "4", "--steps", "3", "--out", str(out), "--quiet"])
+  assert code == 0
+  meta = json.loads((out / "probe.json").read_text())
+  assert [t["target"] for t in meta["targets"]] == ["T-", "my_energy:right_paddle_low"]
+  for t in meta["targets"]:
+    folder = out / t["folder"]
+    for f in ("best.png", "energy.png", "run.json", "gray.npy", "colour.npy", "latents.npy"):
+      assert (folder / f).exists(), f
+    run = json.loads((folder / "run.json").read_text())
+    assert len(run["energy_end"]) == 4 and run["state_steps_per_s"] > 0
+  assert "energy before" in capsys.readouterr().out
+  assert main(["probe", "--agent", str(AGENT), "--generator", str(tmp_path / "gen"), "--target", "Tx",
+               "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+  assert "unknown target 'Tx'; known:" in capsys.readouterr().err
+
+
+def test_sharded_probe_on_four_virtual_devices_equals_one_device():
+  script = textwrap.dedent(f"""
+      import os
+      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+      import dataclasses, jax, numpy as np
+      from jaxprobe.agents.checkpoint import load_agent
+      from jaxprobe.parallel import batch_mesh, batch_sharding
+      from jaxprobe.search.probe import ProbeConfig, initial_variables, make_energy
+      from jaxprobe.search.optimise import OptimiseConfig, optimise
+      from jaxprobe.search.targets import get_target
+      sys_path = {str(Path(__file__).parent)!r}
+      import sys; sys.path.insert(0, sys_path)
+      from test_probe import tiny_generator
+      agent = load_agent({str(AGENT)!r})
+      gen = tiny_generator(agent)
+      cfg = ProbeConfig(num=8, steps=5, lr=0.2)
+      energy = make_energy(agent, get_target("T-", "q", 6), cfg, gen)
+      v0 = initial_variables(agent, gen, cfg)
+      opt = OptimiseConfig(steps=5, lr=0.2)
+      one = optimise(energy, v0, opt, jax.random.key(1))
+      four = optimise(energy, v0, opt, jax.random.key(1), sharding=batch_sharding(batch_mesh(4)))
+      np.testing.assert_allclose(one.v, four.v, rtol=1e-4, atol=1e-5)
+      print("ok", len(jax.devices()))
+  """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0 and "ok 4" in result.stdout, result.stderr[-3000:]

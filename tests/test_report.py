@@ -1,0 +1,103 @@
+"""Novelty against brute force, and the HTML report: renders in Chromium, refuses mixed agents."""
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxprobe.agents import Agent, AgentSpec
+from jaxprobe.agents.checkpoint import load_agent, save_agent
+from jaxprobe.cli import main
+from jaxprobe.data.collect import collect
+from jaxprobe.evaluate.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty
+from jaxprobe.evaluate.rollouts import oxygen_at_death
+from jaxprobe.generator.checkpoint import save_generator
+from jaxprobe.search.probe import ProbeConfig, probe, write_run
+
+from test_probe import AGENT, tiny_generator
+
+
+def test_novelty_equals_brute_force():
+  rng = np.random.default_rng(0)
+  reference = rng.integers(0, 256, (300, 4, 84, 84), dtype=np.uint8)
+  states = np.concatenate([reference[[5, 77]] ^ rng.integers(0, 2, (2, 4, 84, 84), dtype=np.uint8),
+                           rng.integers(0, 256, (5, 4, 84, 84), dtype=np.uint8)])
+  result = novelty(states, reference)
+  d = ((states[:, None].astype(np.float64) - reference[None].astype(np.float64)) / 255.0) ** 2
+  mse = d.reshape(len(states), len(reference), -1).mean(-1)
+  np.testing.assert_array_equal(result.nearest, mse.argmin(1))
+  assert result.nearest[:2].tolist() == [5, 77]
+  np.testing.assert_allclose(result.mse, mse.min(1), rtol=1e-9)
+  nearest = reference[mse.argmin(1)]
+  differs = (np.abs(states.astype(int) - nearest.astype(int)) > DIFFERENT_ABOVE * 255).any(1)
+  np.testing.assert_allclose(result.fraction_different, differs.reshape(len(states), -1).mean(1))
+  assert result.fraction_different[:2].max() == 0.0  # flipping the lowest bit changes no pixel by 25%
+  assert result.histogram.sum() == len(states)
+
+
+def test_nearest_by_energy_and_oxygen_rule():
+  np.testing.assert_array_equal(nearest_by_energy(np.array([0.1, 5.0]), np.array([4.0, 0.0, 9.0, 0.3]), k=2),
+                                [[1, 3], [0, 2]])
+  assert oxygen_at_death([40, 39, 39, 0, 0, 0]) == 39   # a collision: zeroed for the death animation
+  assert oxygen_at_death([3, 2, 1, 0, 0, 0]) == 1       # suffocation: run down to empty
+  assert oxygen_at_death([0, 0]) == 0
+
+
+@pytest.fixture(scope="module")
+def probe_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("report")
+  agent = load_agent(AGENT)
+  collect(agent, root / "data", 64, num_envs=2, chunk_steps=32, progress=False)
+  gen = tiny_generator(agent)
+  save_generator(root / "gen", dataclasses.replace(gen, metadata=dict(gen.metadata, dataset=str(root / "data"))))
+  for space in ("latent", "pixel"):
+    config = ProbeConfig(space=space, num=4, steps=3)
+    results = probe(agent, gen, ["T-", "T+"], config, progress=False)
+    write_run(root / space, agent, gen, config, results, str(AGENT), str(root / "gen"))
+  return root
+
+
+def test_report_renders_every_image_in_chromium(probe_runs, tmp_path):
+  out = tmp_path / "report.html"
+  assert main(["report", str(probe_runs / "latent"), str(probe_runs / "pixel"), "--out", str(out),
+               "--rollouts", "1", "--quiet"]) == 0
+  text = out.read_text()
+  # 2 targets x 2 spaces x (samples, histogram); Pong has no lives, so no frames before life losses.
+  assert text.count("<img") == 8 and "http" not in text
+  chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+  if chromium is None:
+    pytest.skip("Chromium is not installed (apt-get install chromium); the report was written but not rendered")
+  # Chromium's DOM dump after load: every image decoded has a non-zero natural width.
+  probe_page = tmp_path / "check.html"
+  probe_page.write_text(text.replace("</body>", "<script>document.title = [...document.images].every("
+                                     "i => i.complete && i.naturalWidth > 0) ? 'ALL-IMAGES-OK' : 'BROKEN'"
+                                     "</script></body>"))
+  flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}"]
+  dom = subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+  assert "<title>ALL-IMAGES-OK</title>" in dom.stdout, dom.stderr[-1500:]
+  shot = tmp_path / "shot.png"
+  subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri()],
+                 capture_output=True, timeout=120)
+  assert shot.stat().st_size > 20_000
+
+
+def test_report_bad_inputs(probe_runs, tmp_path, capsys):
+  other = tmp_path / "other_agent"
+  spec = AgentSpec("q", 6, "Pong-v5")
+  save_agent(other, Agent(spec, spec.init(jax.random.key(7))))
+  cases = [([str(probe_runs / "latent"), "--agent", str(other)], "was probed with another agent"),
+           ([str(tmp_path / "missing")], "is not a probe run"),
+           ([str(probe_runs / "latent"), "--out", str(tmp_path / "no" / "r.html")], "does not exist")]
+  for args, message in cases:
+    if "--out" not in args:
+      args = args + ["--out", str(tmp_path / "r.html")]
+    assert main(["report", *args, "--rollouts", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+  assert not (tmp_path / "r.html").exists()
