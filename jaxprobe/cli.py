@@ -36,10 +36,12 @@ def _evaluate_agent(args: argparse.Namespace) -> None:
   from jaxprobe.agents.evaluate import evaluate
   agent = load_agent(args.agent, env_id=args.env)
   result = evaluate(agent, args.episodes, env_id=args.env, epsilon=args.epsilon, seed=args.seed,
-                    gif=args.gif, progress=not args.quiet).summary()
-  result.update(env_id=args.env or agent.spec.env_id, epsilon=args.epsilon, seed=args.seed)
+                    gif=args.gif, progress=not args.quiet, policy=args.policy).summary()
+  policy = args.policy if args.policy != "auto" else ("sample" if agent.spec.kind == "actor_critic" else "greedy")
+  result.update(env_id=args.env or agent.spec.env_id, epsilon=args.epsilon, seed=args.seed, policy=policy)
+  how = "actions sampled from the policy" if policy == "sample" else f"epsilon-greedy, epsilon {args.epsilon}"
   print(f"{result['env_id']}: mean {result['mean']:.1f}  std {result['std']:.1f}  min {result['min']:.0f}  "
-        f"max {result['max']:.0f}  over {result['episodes']} games (epsilon {args.epsilon})")
+        f"max {result['max']:.0f}  over {result['episodes']} games ({how})")
   if args.json:
     from pathlib import Path
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -146,6 +148,15 @@ def _report(args: argparse.Namespace) -> None:
   print(f"report: {out}")
 
 
+def _demo(args: argparse.Namespace) -> None:
+  import json
+  from jaxprobe.report.demo import run_demo
+  summary = run_demo(args.out, args.game, args.agent, args.generator, num=args.num, steps=args.steps,
+                     reference_states=args.reference_states, rollouts=args.rollouts, progress=not args.quiet)
+  print(json.dumps(summary, indent=2))
+  print(f"open {summary['report']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
   from jaxprobe import saliency
   parser = argparse.ArgumentParser(
@@ -191,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--env", default=None, help="envpool Atari id (default: the agent's own game)")
   p.add_argument("--episodes", type=int, default=10, help="number of games (default: 10)")
   p.add_argument("--epsilon", type=float, default=0.01, help="probability of a random action (default: 0.01)")
+  p.add_argument("--policy", default="auto", choices=("auto", "greedy", "sample"),
+                 help="greedy (epsilon-greedy), sample (from an actor-critic agent's policy), or auto: sample "
+                      "for actor-critic agents, greedy for Q agents (default: auto)")
   p.add_argument("--seed", type=int, default=0, help="seed of the games and random actions (default: 0)")
   p.add_argument("--gif", default=None, help="write the first game as an animated GIF here")
   p.add_argument("--json", default=None, help="write the scores as JSON here")
@@ -285,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--show", type=int, default=8, help="states shown per target and space (default: 8)")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.set_defaults(run=_report)
+
+  p = sub.add_parser("demo", help="the whole method on the bundled agent and generator, ending in a report",
+                     description="Collect reference states, probe every target (and the pixel baseline for T- and "
+                                 "T+), play games for rollout evidence, and write OUT/report.html.")
+  p.add_argument("--game", default="pong", help="pong or seaquest: which bundled assets (default: pong)")
+  p.add_argument("--agent", default=None, help="use this agent instead of the bundled one")
+  p.add_argument("--generator", default=None, help="use this generator instead of the bundled one")
+  p.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
+  p.add_argument("--num", type=int, default=32, help="states per target (default: 32)")
+  p.add_argument("--steps", type=int, default=60, help="optimisation steps (default: 60)")
+  p.add_argument("--reference-states", type=int, default=2000, help="real states collected for novelty (default: 2000)")
+  p.add_argument("--rollouts", type=int, default=6, help="games of rollout evidence (default: 6)")
+  p.add_argument("--quiet", action="store_true", help="no progress bars")
+  p.set_defaults(run=_demo)
   return parser
 
 

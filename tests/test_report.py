@@ -101,3 +101,13 @@ def test_report_bad_inputs(probe_runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0, err
   assert not (tmp_path / "r.html").exists()
+
+
+def test_demo_runs_end_to_end_on_given_assets(probe_runs, tmp_path, capsys):
+  out = tmp_path / "demo"
+  assert main(["demo", "--agent", str(AGENT), "--generator", str(probe_runs / "gen"), "--out", str(out),
+               "--num", "4", "--steps", "3", "--reference-states", "64", "--rollouts", "1", "--quiet"]) == 0
+  assert (out / "report.html").stat().st_size > 10_000 and (out / "demo.json").exists()
+  assert "T+-" in (out / "report.html").read_text()
+  assert main(["demo", "--game", "breakout", "--out", str(tmp_path / "d2"), "--quiet"]) == 2
+  assert "unknown demo game 'breakout'" in capsys.readouterr().err

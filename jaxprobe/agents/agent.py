@@ -89,3 +89,10 @@ def act(spec: AgentSpec, params: Params, obs: jnp.ndarray, key: jax.Array,
   explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
   random = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
   return jnp.where(explore, random, greedy)
+
+
+def sample_actions(spec: AgentSpec, params: Params, obs: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
+  """Actions drawn from an actor-critic agent's policy (softmax of its logits)."""
+  if spec.kind != "actor_critic":
+    raise ValueError("sampling needs a policy: only actor-critic agents have one")
+  return jax.random.categorical(key, spec.apply(params, obs)["logits"])

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from jaxprobe.agents.agent import Agent, act
+from jaxprobe.agents.agent import Agent, act, sample_actions
 from jaxprobe.agents.rollout import make_env_for
 from jaxprobe.errors import UserError
 
@@ -28,7 +28,7 @@ class Evaluation(NamedTuple):
 def evaluate(agent: Agent, episodes: int, env_id: str | None = None, epsilon: float = 0.01,
              seed: int = 0, num_envs: int = 8, gif: str | Path | None = None,
              gif_max_steps: int = 2000, progress: bool = True,
-             observe: Callable[[np.ndarray], np.ndarray] | None = None) -> Evaluation:
+             observe: Callable[[np.ndarray], np.ndarray] | None = None, policy: str = "auto") -> Evaluation:
   """Plays `episodes` whole games (`num_envs` at a time), acting epsilon-greedily.
 
   Each env plays exactly one game per round, so no game is cut short and the
@@ -36,10 +36,12 @@ def evaluate(agent: Agent, episodes: int, env_id: str | None = None, epsilon: fl
   written as an animated GIF (up to `gif_max_steps` agent steps).
   With `observe`, the games run in colour and the agent acts on
   `observe(colour_stacks (N, 84, 84, 12) uint8)` instead of its own view (generator goggles).
+  `policy`: "greedy" (epsilon-greedy on the action head), "sample" (from an actor-critic
+  agent's policy, as it was trained), or "auto" (sample for actor-critic agents, else greedy).
   """
   if episodes <= 0:
     raise UserError(f"--episodes must be positive, got {episodes}")
-  policy = jax.jit(functools.partial(act, agent.spec))
+  policy = resolve_policy(agent, policy, epsilon)
   if observe is not None:
     view = lambda obs: observe(obs.reshape(obs.shape[0], 12, 84, 84).transpose(0, 2, 3, 1))
   else:
@@ -58,7 +60,7 @@ def evaluate(agent: Agent, episodes: int, env_id: str | None = None, epsilon: fl
       key, act_key = jax.random.split(key)
       if gif and round_index == 0 and running[0] and len(frames) < gif_max_steps:
         frames.append(obs[0, -1] if observe is None else obs[0, -3:].transpose(1, 2, 0))
-      obs, _, terminated, truncated, info = env.step(np.asarray(policy(agent.params, view(obs), act_key, epsilon)))
+      obs, _, terminated, truncated, info = env.step(np.asarray(policy(agent.params, view(obs), act_key)))
       total += running * info["reward"]
       length += running
       finished = running & (terminated | truncated)
@@ -72,6 +74,19 @@ def evaluate(agent: Agent, episodes: int, env_id: str | None = None, epsilon: fl
   if gif:
     write_gif(gif, frames)
   return Evaluation(np.asarray(scores), np.asarray(lengths))
+
+
+def resolve_policy(agent: Agent, policy: str, epsilon: float):
+  """A jitted `(params, obs, key) -> actions` for "greedy", "sample" or "auto"."""
+  if policy == "auto":
+    policy = "sample" if agent.spec.kind == "actor_critic" else "greedy"
+  if policy == "sample":
+    if agent.spec.kind != "actor_critic":
+      raise UserError("--policy sample needs an actor-critic agent; this one has Q-values (use greedy)")
+    return jax.jit(functools.partial(sample_actions, agent.spec))
+  if policy != "greedy":
+    raise UserError(f"--policy must be auto, greedy or sample, got '{policy}'")
+  return jax.jit(lambda params, obs, key: act(agent.spec, params, obs, key, epsilon))
 
 
 def write_gif(path: str | Path, frames: list[np.ndarray], scale: int = 2, every: int = 2) -> None:

@@ -11,14 +11,14 @@ before that run of zeros: low for a suffocation, the level of the moment for a c
 """
 from __future__ import annotations
 
-import functools
 from collections import deque
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxprobe.agents.agent import Agent, act
+from jaxprobe.agents.agent import Agent
+from jaxprobe.agents.evaluate import resolve_policy
 from jaxprobe.agents.rollout import make_env_for
 from jaxprobe.errors import UserError
 
@@ -35,13 +35,14 @@ def oxygen_at_death(oxygen_history) -> int:
 
 
 def rollout_evidence(agent: Agent, episodes: int, env_id: str | None = None, epsilon: float = 0.01,
-                     seed: int = 0, num_envs: int = 8, low_oxygen: int = 16, progress: bool = True) -> dict:
+                     seed: int = 0, num_envs: int = 8, low_oxygen: int = 16, progress: bool = True,
+                     policy: str = "auto") -> dict:
   """Plays `episodes` whole games and summarises their life losses (with frames before each)."""
   if episodes <= 0:
     raise UserError(f"--rollouts must be positive, got {episodes}")
   env_id = env_id or agent.spec.env_id
   facts = RAM_FACTS.get(env_id)
-  policy = jax.jit(functools.partial(act, agent.spec))
+  policy = resolve_policy(agent, policy, epsilon)
   key = jax.random.key(seed)
   deaths, scores, lengths = [], [], []
   bar = tqdm(total=episodes, desc="rollouts", unit="game", disable=not progress, leave=False)
@@ -57,7 +58,7 @@ def rollout_evidence(agent: Agent, episodes: int, env_id: str | None = None, eps
     while running.any():
       key, k = jax.random.split(key)
       before = obs[:, -1].copy()
-      obs, _, terminated, truncated, info = env.step(np.asarray(policy(agent.params, obs, k, epsilon)))
+      obs, _, terminated, truncated, info = env.step(np.asarray(policy(agent.params, obs, k)))
       score += running * info["reward"]
       length += running
       for i in np.flatnonzero(running):
