@@ -121,6 +121,8 @@ def guided_relu(x):
 guided_relu.defvjp(lambda x: (guided_relu(x), x), lambda x, g: ((x > 0) * jnp.maximum(g, 0.0),))
 
 
+@pytest.mark.xfail(strict=True, reason="known defect: under jit the fast path's input gradient is off by "
+                   "~1e-2 of its maximum on XLA:CPU (benchmarks/README.md); strict, so a fix shows up here")
 def test_qnetwork_with_guided_backprop_matches_xla():
   obs = jnp.asarray(np.random.RandomState(0).randint(0, 256, (3, 4, 84, 84)), jnp.float32)
   ref, ours = (QNetwork(6, activation=guided_relu, conv=fast.conv_module(impl)) for impl in ("xla", "fast"))
@@ -152,7 +154,8 @@ def test_generator_parameter_trees_match_xla(upsample):
 
 
 def test_resolve_conv_impl():
-  assert fast.resolve_conv_impl("auto") == ("fast" if jax.default_backend() == "cpu" else "xla")
+  assert fast.resolve_conv_impl("auto") == "xla"  # until the fast path is exact under jit
+  assert fast.resolve_conv_impl("fast") == "fast"
   assert fast.resolve_conv_impl("xla") == "xla" and fast.conv_module("xla") is nn.Conv
   with pytest.raises(ValueError):
     fast.resolve_conv_impl("cudnn")

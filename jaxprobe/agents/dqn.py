@@ -48,6 +48,7 @@ class DQNConfig:
   episodic_life: bool = True
   reward_clip: bool = True
   conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  stop_after: int = 0                # stop (and save) at this step without changing schedules (0: total_steps)
   checkpoint_every: int = 50_000
   log_every: int = 10_000
 
@@ -146,7 +147,8 @@ def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bo
   obs, _ = envs.reset()
   valid = np.ones(N, bool)
   key = state.key
-  while step < config.total_steps:
+  end = config.total_steps if config.stop_after <= 0 else min(config.total_steps, config.stop_after)
+  while step < end:
     key, act_key = jax.random.split(key)
     actions = np.asarray(policy(state.params, obs, act_key, step))
     envs.send(actions)  # the emulators step while the update below runs

@@ -54,6 +54,7 @@ class PPOConfig:
   reward_clip: bool = True
   loop: Literal["auto", "python", "scan"] = "auto"
   conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  stop_after: int = 0                # stop (and save) at this step without changing schedules (0: total_steps)
   checkpoint_every: int = 50_000     # agent steps
   log_every: int = 10_000
 
@@ -226,7 +227,8 @@ def train(config: PPOConfig, out: str | Path, resume: bool = False, progress: bo
         algorithm="ppo", steps=step, wall_time_s=round(wall, 1), seed=config.seed,
         config=to_dict(config)))))
 
-  for _ in range(start_update, num_updates):
+  last_update = num_updates if config.stop_after <= 0 else min(num_updates, -(-config.stop_after // batch_size))
+  for _ in range(start_update, last_update):
     key = state.key
     for t in range(T):
       key, act_key = jax.random.split(key)
