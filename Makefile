@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The whole method on the bundled Seaquest agent and generator (the Pong ones are still training).
 demo: $(STAMP)
-	$(BIN)/jaxprobe saliency --agent jaxprobe/assets/agents/pong-untrained --method guided --frames 16 --out out/demo
-	@echo "open out/demo/grid.png"
+	$(BIN)/jaxprobe demo --game seaquest --out out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

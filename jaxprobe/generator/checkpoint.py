@@ -46,6 +46,18 @@ class GeneratorBundle:
   variables: Any            # {"params": ..., "batch_stats": ...}
   metadata: dict = dataclasses.field(default_factory=dict)
 
+  def latent_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the encoder's means on real states: where the data lies in latent space.
+
+    The KL term is weak at the paper's lambda, so this aggregated posterior is far from
+    N(0, I); searches start and are regularised in its standardised coordinates. A
+    generator saved without them gets the identity (0, 1).
+    """
+    d = self.spec.latent_dim
+    mean = np.asarray(self.metadata.get("latent_mean", np.zeros(d)), np.float32)
+    std = np.asarray(self.metadata.get("latent_std", np.ones(d)), np.float32)
+    return mean, std
+
   def decode(self, z, conv_impl: str = "auto"):
     """Latents `(N, latent_dim)` -> colour stacks `(N, 84, 84, 12)` in [0, 1] (eval mode)."""
     return self.spec.network(conv_impl).apply(self.variables, z, method=Generator.decode)

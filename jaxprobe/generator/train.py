@@ -136,6 +136,14 @@ def _sheet(network, variables, agent: Agent, sample: dict) -> np.ndarray:
   return grid(tiles, captions, cols=4)
 
 
+def latent_statistics(network: Generator, variables: dict, colour: np.ndarray, batch: int = 256) -> dict:
+  """Per-dimension mean and std of the encoder's means over real colour stacks (uint8)."""
+  encode = jax.jit(lambda v, x: network.apply(v, x.astype(jnp.float32) / 255.0, method="encode")[0])
+  means = np.concatenate([np.asarray(encode(variables, np.asarray(colour[i:i + batch])))
+                          for i in range(0, len(colour), batch)])
+  return dict(latent_mean=means.mean(0).round(6).tolist(), latent_std=np.maximum(means.std(0), 1e-3).round(6).tolist())
+
+
 def train(config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Path, resume: bool = False,
           progress: bool = True) -> GeneratorBundle:
   """Trains (or resumes) a generator in run directory `out`; returns it."""
@@ -161,6 +169,8 @@ def train(config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Pa
   data = batches(dataset, config.batch_size, seed=config.seed, names=names, start_batch=int(state.step),
                  sharding=batch_sharding(mesh))
   sample_idx = np.sort(np.random.default_rng(config.seed).choice(len(dataset), 8, replace=False))
+  stats_idx = np.sort(np.random.default_rng(config.seed + 1).choice(len(dataset), min(2048, len(dataset)), replace=False))
+  stats_colour = np.asarray(dataset["colour"][stats_idx])
   sample = {k: np.asarray(dataset[k][sample_idx]) for k in names}
   step = int(state.step)
   t0 = time.perf_counter()
@@ -172,10 +182,12 @@ def train(config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Pa
     plot_curve(run.curve_file, run.path / "curve.png", ["loss", "L_p", "L_a", "KL"],
                f"generator ({config.ablation}) on {agent.spec.env_id}", "loss (summed per state)", log_y=True)
     beta, eta = config.loss_weights()
-    save_generator(run.path / "generator", GeneratorBundle(spec, {"params": state.params, "batch_stats": state.batch_stats},
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    save_generator(run.path / "generator", GeneratorBundle(spec, variables,
         metadata_json(dict(steps=step, wall_time_s=round(wall, 1), ablation=config.ablation, beta=beta, eta=eta,
                            lam=config.lam, loss_reduction="sum per state, mean over batch",
-                           dataset=str(dataset.path), config=to_dict(config)))))
+                           dataset=str(dataset.path), config=to_dict(config),
+                           **latent_statistics(network, jax.device_get(variables), stats_colour)))))
 
   bar = tqdm(total=config.total_steps, initial=step, disable=not progress, unit="step",
              desc=f"generator {config.ablation}", dynamic_ncols=True)

@@ -1,7 +1,9 @@
 """`jaxprobe probe`: search for states of interest for every target, in latent or pixel space.
 
-Latent space (the paper's method): E(z) = target(A(gray(G(z)))) + alpha * 0.5 ||z||^2,
-from z ~ N(0, I). Pixel space (the paper's baseline, activation maximisation):
+Latent space (the paper's method): E(u) = target(A(gray(G(z)))) + alpha * 0.5 ||u||^2
+from u ~ N(0, I), where z = m + s * u in the standardised coordinates of the encoder's
+latents on real states (`GeneratorBundle.latent_coordinates`): at the paper's KL weight the
+data does not lie near N(0, I) in z itself. Pixel space (the paper's baseline, activation maximisation):
 the agent's input itself is optimised from noise, x = 255 sigmoid(u), with
 total-variation, blur and jitter regularisers; it finds states the agent reads
 as intended but that lie far from the game's states.
@@ -56,7 +58,7 @@ class ProbeConfig:
 class ProbeResult(NamedTuple):
   target: str
   reads: str
-  variables: np.ndarray      # (num, latent_dim) latents or (num, 4, 84, 84) pixel logits
+  variables: np.ndarray      # (num, latent_dim) standardised latents u, or (num, 4, 84, 84) pixel logits
   colour: np.ndarray         # (num, 84, 84, 12) uint8 (pixel space: the gray frames as RGB)
   gray: np.ndarray           # (num, 4, 84, 84) uint8, the agent's view
   outputs: dict              # the agent's outputs on the found states
@@ -83,8 +85,11 @@ def jitter_shift(x: jnp.ndarray, key: jax.Array, max_shift: int) -> jnp.ndarray:
 
 
 def latent_renderer(generator: GeneratorBundle):
-  def render(variables, z):
-    colour = generator.spec.network().apply(variables, z, method="decode")
+  """`render(variables, u) -> (colour, agent view)` of z = mean + std * u (the data's latent coordinates)."""
+  mean, std = generator.latent_coordinates()
+
+  def render(variables, u):
+    colour = generator.spec.network().apply(variables, mean + std * u, method="decode")
     return colour, to_agent_view(colour)
   return render
 
@@ -191,7 +196,11 @@ def write_run(out: str | Path, agent: Agent, generator: GeneratorBundle | None, 
     folder.mkdir(exist_ok=True)
     np.save(folder / "gray.npy", r.gray)
     np.save(folder / "colour.npy", r.colour)
-    np.save(folder / ("latents.npy" if config.space == "latent" else "pixel_logits.npy"), r.variables)
+    if config.space == "latent":
+      mean, std = generator.latent_coordinates()
+      np.save(folder / "latents.npy", mean + std * r.variables)  # z itself, for the decoder
+    else:
+      np.save(folder / "pixel_logits.npy", r.variables)
     order = np.argsort(r.energy_end)
     best = order[:show]
     tiles, captions = [], []
