@@ -52,15 +52,20 @@ def read_spec(path: str | Path, spec_file: str, what: str, format_version: int) 
     raise UserError(f"no {what} at {path}")
   if not (path / spec_file).is_file():
     raise UserError(f"{path} is not {what}: it has no {spec_file}")
+  return read_versioned_json(path / spec_file, f"{what} {path}", format_version, "save it again")
+
+
+def read_versioned_json(file: Path, what: str, format_version: int, remedy: str) -> dict:
+  """A JSON file with a `format_version` no newer than this jaxprobe reads, or a UserError."""
   try:
-    spec = json.loads((path / spec_file).read_text())
+    data = json.loads(file.read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f"{what} {path} has an unreadable {spec_file} ({type(e).__name__}); save it again") from None
-  version = spec.get("format_version")
+    raise UserError(f"{what} has no readable {file.name} ({type(e).__name__}); {remedy}") from None
+  version = data.get("format_version") if isinstance(data, dict) else None
   if not isinstance(version, int) or version > format_version:
-    raise UserError(f"{what} {path} has format version {version!r}; this jaxprobe reads versions up to "
+    raise UserError(f"{what} has format version {version!r}; this jaxprobe reads versions up to "
                     f"{format_version}: upgrade jaxprobe")
-  return spec
+  return data
 
 
 def read_tree(path: str | Path, what: str) -> Any:

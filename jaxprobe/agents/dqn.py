@@ -18,11 +18,9 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxprobe.agents.agent import Agent, AgentSpec, act
-from jaxprobe.agents.checkpoint import save_agent
 from jaxprobe.agents.replay import FrameReplay, Transitions
-from jaxprobe.agents.training import EpisodeTracker
-from jaxprobe.runs import RunDir, Throughput, metadata_json, plot_curve
-from jaxprobe.config import to_dict
+from jaxprobe.agents.training import EpisodeTracker, checkpoint_run
+from jaxprobe.runs import RunDir, Throughput
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import make_atari
 
@@ -136,13 +134,7 @@ def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bo
   metrics: dict = {}
 
   def checkpoint(state, step):
-    wall = wall_before + time.perf_counter() - t0
-    run.save(step, state, dict(step=step, wall_time=wall))
-    plot_curve(run.curve_file, run.path / "curve.png", ["episode_return"], f"Double DQN {config.env_id}",
-               "mean score of the last 20 games", "agent steps (4 frames each)")
-    save_agent(run.path / "agent", Agent(spec, state.params, metadata_json(dict(
-        algorithm="double_dqn", steps=step, wall_time_s=round(wall, 1), seed=config.seed,
-        config=to_dict(config)))))
+    checkpoint_run(run, step, state, wall_before + time.perf_counter() - t0, spec, state.params, "double_dqn", config)
 
   obs, _ = envs.reset()
   valid = np.ones(N, bool)

@@ -25,10 +25,8 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxprobe.agents.agent import Agent, AgentSpec
-from jaxprobe.agents.checkpoint import save_agent
-from jaxprobe.agents.training import EpisodeTracker
-from jaxprobe.runs import RunDir, Throughput, metadata_json, plot_curve
-from jaxprobe.config import to_dict
+from jaxprobe.agents.training import EpisodeTracker, checkpoint_run
+from jaxprobe.runs import RunDir, Throughput
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import make_atari
 
@@ -219,13 +217,7 @@ def train(config: PPOConfig, out: str | Path, resume: bool = False, progress: bo
   metrics: dict = {}
 
   def checkpoint(step):
-    wall = wall_before + time.perf_counter() - t0
-    run.save(step, state, dict(step=step, wall_time=wall))
-    plot_curve(run.curve_file, run.path / "curve.png", ["episode_return"], f"PPO {config.env_id}",
-               "mean score of the last 20 games", "agent steps (4 frames each)")
-    save_agent(run.path / "agent", Agent(spec, state.params, metadata_json(dict(
-        algorithm="ppo", steps=step, wall_time_s=round(wall, 1), seed=config.seed,
-        config=to_dict(config)))))
+    checkpoint_run(run, step, state, wall_before + time.perf_counter() - t0, spec, state.params, "ppo", config)
 
   last_update = num_updates if config.stop_after <= 0 else min(num_updates, -(-config.stop_after // batch_size))
   for _ in range(start_update, last_update):

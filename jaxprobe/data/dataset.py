@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxprobe.bundle import read_versioned_json
 from jaxprobe.errors import UserError
 
 FORMAT_VERSION = 1
@@ -118,14 +119,7 @@ def open_dataset(path: str | Path, verify: bool = True) -> Dataset:
     hint = f" (a partial collection is in {partial_path(path)}: finish it with --resume)" \
         if partial_path(path).is_dir() else ""
     raise UserError(f"no dataset at {path}{hint}")
-  try:
-    manifest = json.loads((path / MANIFEST).read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f"dataset {path} has no readable {MANIFEST} ({type(e).__name__}); collect it again") from None
-  version = manifest.get("format_version")
-  if not isinstance(version, int) or version > FORMAT_VERSION:
-    raise UserError(f"dataset {path} has format version {version!r}; this jaxprobe reads versions up "
-                    f"to {FORMAT_VERSION}: upgrade jaxprobe")
+  manifest = read_versioned_json(path / MANIFEST, f"dataset {path}", FORMAT_VERSION, "collect it again")
   arrays = {}
   for name, info in manifest.get("arrays", {}).items():
     f = path / f"{name}.npy"
