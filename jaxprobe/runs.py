@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 import yaml
 

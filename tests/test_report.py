@@ -2,7 +2,6 @@
 import dataclasses
 import shutil
 import subprocess
-from pathlib import Path
 
 import jax
 import numpy as np
