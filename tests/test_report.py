@@ -2,17 +2,20 @@
 import dataclasses
 import shutil
 import subprocess
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+
+import jaxprobe
 
 from jaxprobe.agents import Agent, AgentSpec
 from jaxprobe.agents.checkpoint import load_agent, save_agent
 from jaxprobe.cli import main
 from jaxprobe.data.collect import collect
 from jaxprobe.evaluate.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty
-from jaxprobe.evaluate.rollouts import oxygen_at_death
+from jaxprobe.evaluate.rollouts import oxygen_at_death, rollout_evidence
 from jaxprobe.generator.checkpoint import save_generator
 from jaxprobe.search.probe import ProbeConfig, probe, write_run
 
@@ -43,6 +46,18 @@ def test_nearest_by_energy_and_oxygen_rule():
   assert oxygen_at_death([40, 39, 39, 0, 0, 0]) == 39   # a collision: zeroed for the death animation
   assert oxygen_at_death([3, 2, 1, 0, 0, 0]) == 1       # suffocation: run down to empty
   assert oxygen_at_death([0, 0]) == 0
+
+
+def test_rollout_evidence_records_every_life_loss_of_a_seaquest_game():
+  agent = load_agent(Path(jaxprobe.__file__).parent / "assets" / "agents" / "seaquest")
+  evidence = rollout_evidence(agent, 1, progress=False)
+  summary, deaths = evidence["summary"], evidence["deaths"]
+  assert summary["games"] == 1 and summary["life_losses"] == len(deaths) == 4  # 4 lives, game over
+  steps = [d["step"] for d in deaths]
+  assert steps == sorted(steps) and steps[-1] <= summary["mean_length"]
+  assert [d["lives_left"] for d in deaths] == [3, 2, 1, 0]
+  assert all(0 <= d["oxygen"] <= 64 and d["frame"].shape == (84, 84) for d in deaths)
+  assert summary["deaths_with_low_oxygen"] == sum(d["oxygen"] <= 16 for d in deaths)
 
 
 @pytest.fixture(scope="module")

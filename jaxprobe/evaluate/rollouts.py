@@ -13,14 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 
-import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxprobe.agents.agent import Agent
-from jaxprobe.agents.evaluate import resolve_policy
-from jaxprobe.agents.rollout import make_env_for
-from jaxprobe.errors import UserError
+from jaxprobe.agents.evaluate import play_games, resolve_policy
 
 RAM_FACTS = {"Seaquest-v5": dict(oxygen=102, oxygen_full=64, player_x=70, player_y=97)}
 HISTORY = 64  # agent steps of RAM kept per env: longer than any death animation
@@ -38,49 +34,30 @@ def rollout_evidence(agent: Agent, episodes: int, env_id: str | None = None, eps
                      seed: int = 0, num_envs: int = 8, low_oxygen: int = 16, progress: bool = True,
                      policy: str = "auto") -> dict:
   """Plays `episodes` whole games and summarises their life losses (with frames before each)."""
-  if episodes <= 0:
-    raise UserError(f"--rollouts must be positive, got {episodes}")
   env_id = env_id or agent.spec.env_id
   facts = RAM_FACTS.get(env_id)
-  policy = resolve_policy(agent, policy, epsilon)
-  key = jax.random.key(seed)
-  deaths, scores, lengths = [], [], []
-  bar = tqdm(total=episodes, desc="rollouts", unit="game", disable=not progress, leave=False)
-  round_index = 0
-  while len(scores) < episodes:
-    n = min(num_envs, episodes - len(scores))
-    env = make_env_for(agent, env_id, num_envs=n, seed=seed + 1000 * round_index)
-    obs, info = env.reset()
-    lives = info["lives"].copy()
-    score, length = np.zeros(n), np.zeros(n, np.int64)
-    running = np.ones(n, bool)
-    history = [deque(maxlen=HISTORY) for _ in range(n)]
-    while running.any():
-      key, k = jax.random.split(key)
-      before = obs[:, -1].copy()
-      obs, _, terminated, truncated, info = env.step(np.asarray(policy(agent.params, obs, k)))
-      score += running * info["reward"]
-      length += running
-      for i in np.flatnonzero(running):
-        history[i].append(info["ram"][i].copy())
-        if info["lives"][i] < lives[i]:
-          record = dict(game=len(scores) + int(i), step=int(length[i]), score=float(score[i]),
-                        lives_left=int(info["lives"][i]), frame=before[i])
-          if facts is not None:
-            ram = history[i]
-            at_death = ram[max(0, len(ram) - 20)]  # before the death animation
-            record.update(oxygen=oxygen_at_death(r[facts["oxygen"]] for r in ram),
-                          player_x=int(at_death[facts["player_x"]]), player_y=int(at_death[facts["player_y"]]))
-          deaths.append(record)
-      lives = info["lives"].copy()
-      finished = running & (terminated | truncated)
-      running &= ~finished
-      bar.update(int(finished.sum()))
-    env.close()
-    scores.extend(score.tolist())
-    lengths.extend(length.tolist())
-    round_index += 1
-  bar.close()
+  deaths, lives, steps, score_so_far, history = [], {}, {}, {}, {}
+
+  def record_life_losses(games, obs, info, running):
+    for i in np.flatnonzero(running):
+      game = int(games[i])
+      steps[game] = steps.get(game, 0) + 1
+      score_so_far[game] = score_so_far.get(game, 0.0) + float(info["reward"][i])
+      ram = history.setdefault(game, deque(maxlen=HISTORY))
+      ram.append(info["ram"][i].copy())
+      if info["lives"][i] < lives.get(game, info["lives"][i]):
+        record = dict(game=game, step=steps[game], score=score_so_far[game], lives_left=int(info["lives"][i]),
+                      frame=obs[i, -1].copy())
+        if facts is not None:
+          at_death = ram[max(0, len(ram) - 20)]  # before the death animation
+          record.update(oxygen=oxygen_at_death(r[facts["oxygen"]] for r in ram),
+                        player_x=int(at_death[facts["player_x"]]), player_y=int(at_death[facts["player_y"]]))
+        deaths.append(record)
+      lives[game] = info["lives"][i]
+
+  played = play_games(agent, episodes, resolve_policy(agent, policy, epsilon), env_id, seed, num_envs,
+                      on_step=record_life_losses, progress=progress, desc="rollouts")
+  scores, lengths = played.scores.tolist(), played.lengths.tolist()
   summary = dict(env_id=env_id, games=len(scores), epsilon=epsilon, seed=seed, mean_score=float(np.mean(scores)),
                  scores=scores, mean_length=float(np.mean(lengths)), life_losses=len(deaths),
                  life_losses_per_game=len(deaths) / len(scores))
