@@ -14,12 +14,42 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The whole method on the bundled Seaquest agent and generator (the Pong ones are still training).
+# The whole method on the bundled Pong agent and generator (`jaxprobe demo --game seaquest` for Seaquest's).
 demo: $(STAMP)
-	$(BIN)/jaxprobe demo --game seaquest --out out/demo
+	$(BIN)/jaxprobe demo --out out/demo
 
-test: $(STAMP)
+# Headless Chromium renders the HTML report in its test; installed where apt-get and root allow it,
+# otherwise that one test is skipped with a message.
+CHROMIUM_STAMP := $(VENV)/.chromium-stamp
+
+$(CHROMIUM_STAMP): $(STAMP)
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } || \
+	  echo "chromium could not be installed here: the report's render test will be skipped"
+	touch $(CHROMIUM_STAMP)
+
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/python -m pytest -q
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+# OpenCV: gymnasium's AtariPreprocessing (collection.py) needs it and the bench extra does not list it.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]' opencv-python-headless==4.14.0.94
+	touch $(BENCH_STAMP)
+
+# Every comparison of benchmarks/README.md, rows appended to benchmarks/results.csv; about 15 min on
+# 2 idle cores. The PyTorch ports are checked against our networks first: every ratio compares one computation.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m pytest -q tests/test_torch_port.py
+	$(BIN)/python benchmarks/conv_grad.py --rounds 3
+	$(BIN)/python benchmarks/latent_search.py --batches 256 --steps 3 --rounds 3
+	$(BIN)/python benchmarks/generator_step.py --batches 16,32 --rounds 3
+	$(BIN)/python benchmarks/guided_backprop.py --batches 32,256 --rounds 5
+	$(BIN)/python benchmarks/perturbation.py --batches 8 --stride 5 --rounds 3
+	$(BIN)/python benchmarks/collection.py --num-envs 8 --steps 200 --rounds 3
+	$(BIN)/python benchmarks/scaling.py --batches 64,256,1024,4096,8192 --devices 1,2,4,8 --rounds 1
 
 clean:
 	rm -rf out .pytest_cache

@@ -13,9 +13,6 @@ import difflib
 import functools
 from typing import Any
 
-import envpool
-from envpool.registration import registry
-
 from jaxprobe.errors import UserError
 
 FRAME_STACK = 4
@@ -37,8 +34,20 @@ ATARI_PREPROCESSING = dict(
 )
 
 
+def _envpool():
+  # Imported on first use: machines without the emulator (a GPU or TPU host training generators
+  # or searching latents) still load agents, datasets and generators.
+  try:
+    import envpool
+  except ImportError as exc:
+    raise UserError(f"this needs the Atari emulator, but envpool does not import ({exc}); "
+                    "install it with `pip install envpool`") from None
+  return envpool
+
+
 @functools.cache
 def atari_env_ids() -> tuple[str, ...]:
+  registry = _envpool().registration.registry
   return tuple(sorted(k for k, (module, _, _) in registry.specs.items() if module == "envpool.atari"))
 
 
@@ -67,7 +76,7 @@ def make_atari(env_id: str, num_envs: int = 1, seed: int = 0, colour: bool = Fal
   kwargs = dict(ATARI_PREPROCESSING, gray_scale=not colour, episodic_life=episodic_life,
                 reward_clip=reward_clip)
   kwargs.update(overrides)
-  return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **kwargs)
+  return _envpool().make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **kwargs)
 
 
 def num_actions(env_id: str) -> int:

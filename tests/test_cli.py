@@ -9,12 +9,11 @@ from PIL import Image
 
 from jaxprobe.cli import main
 
-BUNDLED = Path(__file__).resolve().parents[1] / "jaxprobe" / "assets" / "agents" / "pong-untrained"
 
 
-def test_saliency_writes_frames_grid_and_json(tmp_path):
+def test_saliency_writes_frames_grid_and_json(tmp_path, pong_q_agent_path):
   out = tmp_path / "sal"
-  assert main(["saliency", "--agent", str(BUNDLED), "--frames", "5", "--warmup", "10", "--every", "2",
+  assert main(["saliency", "--agent", str(pong_q_agent_path), "--frames", "5", "--warmup", "10", "--every", "2",
                "--out", str(out), "--quiet"]) == 0
   summary = json.loads((out / "saliency.json").read_text())
   assert len(summary["frames"]) == 5 and summary["env_id"] == "Pong-v5"
@@ -46,19 +45,19 @@ def test_user_error_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("make_args, message", [
-    (lambda t: ["--agent", str(t / "x.cleanrl_model")], "not a readable CleanRL checkpoint"),
-    (lambda t: ["--agent", str(BUNDLED), "--env", "Pongg-v5"], "unknown env id 'Pongg-v5'; did you mean Pong-v5"),
-    (lambda t: ["--agent", str(BUNDLED), "--env", "Seaquest-v5"], "the agent has 6 actions but Seaquest-v5 has 18"),
-    (lambda t: ["--agent", str(BUNDLED), "--method", "lime"], "unknown saliency method 'lime'; known: guided"),
-    (lambda t: ["--agent", str(BUNDLED), "--output", "value"], "has outputs q, not 'value'"),
-    (lambda t: ["--agent", str(BUNDLED), "--frames", "0"], "--frames must be positive"),
-    (lambda t: ["--agent", str(BUNDLED), "--out", str(t / "file.txt")], "is a file"),
+    (lambda t, a: ["--agent", str(t / "x.cleanrl_model")], "not a readable CleanRL checkpoint"),
+    (lambda t, a: ["--agent", str(a), "--env", "Pongg-v5"], "unknown env id 'Pongg-v5'; did you mean Pong-v5"),
+    (lambda t, a: ["--agent", str(a), "--env", "Seaquest-v5"], "the agent has 6 actions but Seaquest-v5 has 18"),
+    (lambda t, a: ["--agent", str(a), "--method", "lime"], "unknown saliency method 'lime'; known: guided"),
+    (lambda t, a: ["--agent", str(a), "--output", "value"], "has outputs q, not 'value'"),
+    (lambda t, a: ["--agent", str(a), "--frames", "0"], "--frames must be positive"),
+    (lambda t, a: ["--agent", str(a), "--out", str(t / "file.txt")], "is a file"),
 ])
-def test_bad_inputs(tmp_path, capsys, make_args, message):
+def test_bad_inputs(tmp_path, capsys, pong_q_agent_path, make_args, message):
   (tmp_path / "x.cleanrl_model").write_bytes(b"\x93garbage")
   (tmp_path / "file.txt").write_text("keep me")
   args = ["saliency", "--out", str(tmp_path / "out"), "--quiet", "--frames", "2", "--warmup", "1"]
-  code = main(args + make_args(tmp_path))
+  code = main(args + make_args(tmp_path, pong_q_agent_path))
   err = capsys.readouterr().err
   assert code == 2, err
   assert message in err and err.strip().count("\n") == 0

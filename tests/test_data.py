@@ -16,13 +16,12 @@ from jaxprobe.data.loader import batches
 from jaxprobe.envs import make_atari
 from jaxprobe.errors import UserError
 
-AGENT = Path(__file__).resolve().parents[1] / "jaxprobe" / "assets" / "agents" / "pong-untrained"
 ENVS, STEPS = 2, 96  # one chunk of 96 steps x 2 envs: row = env * STEPS + t
 
 
 @pytest.fixture(scope="module")
-def agent():
-  return load_agent(AGENT)
+def agent(pong_q_agent_path):
+  return load_agent(pong_q_agent_path)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +141,7 @@ def test_damaged_datasets_are_one_line_errors(agent, tmp_path, capsys, how, mess
   assert sorted(p.name for p in out.iterdir()) == before  # nothing written into it
 
 
-def test_collect_bad_arguments(tmp_path, capsys):
+def test_collect_bad_arguments(tmp_path, capsys, pong_q_agent_path):
   existing = tmp_path / "exists"
   existing.mkdir()
   (existing / "keep").write_text("x")
@@ -151,7 +150,7 @@ def test_collect_bad_arguments(tmp_path, capsys):
            (["--out", str(existing)], "already exists"),
            (["--env", "Pongg-v5", "--out", str(tmp_path / "c")], "unknown env id")]
   for args, message in cases:
-    assert main(["collect", "--agent", str(AGENT), "--quiet", *args]) == 2
+    assert main(["collect", "--agent", str(pong_q_agent_path), "--quiet", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0, err
   assert (existing / "keep").read_text() == "x" and not (tmp_path / "b").exists()

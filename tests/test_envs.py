@@ -27,3 +27,24 @@ def test_unknown_ids_suggest_close_matches(bad, hint):
     check_env_id(bad)
   with pytest.raises(UserError):
     make_atari(bad)
+
+
+def test_machines_without_the_emulator_load_agents_and_search(pong_q_agent_path):
+  # A GPU or TPU host may have no envpool: agents load and outputs compute there; only what needs
+  # the emulator says so in one line.
+  import subprocess
+  import sys
+  import textwrap
+  script = textwrap.dedent(f"""
+      import sys
+      sys.modules["envpool"] = None  # makes `import envpool` fail, as on a machine without it
+      import numpy as np
+      from jaxprobe.agents.checkpoint import load_agent
+      from jaxprobe.cli import main
+      agent = load_agent({str(pong_q_agent_path)!r})
+      print(agent.spec.apply(agent.params, np.zeros((2, 4, 84, 84), np.uint8))["q"].shape)
+      sys.exit(main(["evaluate-agent", "--agent", {str(pong_q_agent_path)!r}, "--episodes", "1", "--quiet"]))
+  """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+  assert "(2, 6)" in result.stdout and result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().count("\n") == 0 and "envpool does not import" in result.stderr

@@ -16,7 +16,6 @@ from jaxprobe.errors import UserError
 from jaxprobe.generator.checkpoint import GeneratorBundle, GeneratorSpec, save_generator
 from jaxprobe.search.probe import ProbeConfig, probe
 
-AGENT = Path(__file__).resolve().parents[1] / "jaxprobe" / "assets" / "agents" / "pong-untrained"
 TINY = dict(latent_dim=8, widths=(4, 8, 8, 8))
 
 
@@ -26,8 +25,8 @@ def tiny_generator(agent, env_id=None):
 
 
 @pytest.fixture(scope="module")
-def agent():
-  return load_agent(AGENT)
+def agent(pong_q_agent_path):
+  return load_agent(pong_q_agent_path)
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +70,13 @@ def test_bad_inputs(agent, generator):
       probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, **{field: 0}), progress=False)
 
 
-def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, monkeypatch, capsys):
+def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, monkeypatch, capsys,
+                                                  pong_q_agent_path):
   save_generator(tmp_path / "gen", generator)
   (tmp_path / "my_energy.py").write_text("def right_paddle_low(out):\n  return out['q'][3] - out['q'][2]\n")
   monkeypatch.syspath_prepend(str(tmp_path))
   out = tmp_path / "run"
-  code = main(["probe", "--agent", str(AGENT), "--generator", str(tmp_path / "gen"), "--target", "T-",
+  code = main(["probe", "--agent", str(pong_q_agent_path), "--generator", str(tmp_path / "gen"), "--target", "T-",
                "--target", "my_energy:right_paddle_low", "--num", "4", "--steps", "3", "--out", str(out), "--quiet"])
   assert code == 0
   meta = json.loads((out / "probe.json").read_text())
@@ -88,12 +88,12 @@ def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, mo
     run = json.loads((folder / "run.json").read_text())
     assert len(run["energy_end"]) == 4 and run["state_steps_per_s"] > 0
   assert "energy before" in capsys.readouterr().out
-  assert main(["probe", "--agent", str(AGENT), "--generator", str(tmp_path / "gen"), "--target", "Tx",
+  assert main(["probe", "--agent", str(pong_q_agent_path), "--generator", str(tmp_path / "gen"), "--target", "Tx",
                "--out", str(tmp_path / "r2"), "--quiet"]) == 2
   assert "unknown target 'Tx'; known:" in capsys.readouterr().err
 
 
-def test_sharded_probe_on_four_virtual_devices_equals_one_device():
+def test_sharded_probe_on_four_virtual_devices_equals_one_device(pong_q_agent_path):
   script = textwrap.dedent(f"""
       import os
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
@@ -106,7 +106,7 @@ def test_sharded_probe_on_four_virtual_devices_equals_one_device():
       sys_path = {str(Path(__file__).parent)!r}
       import sys; sys.path.insert(0, sys_path)
       from test_probe import tiny_generator
-      agent = load_agent({str(AGENT)!r})
+      agent = load_agent({str(pong_q_agent_path)!r})
       gen = tiny_generator(agent)
       cfg = ProbeConfig(num=8, steps=5, lr=0.2)
       energy = make_energy(agent, get_target("T-", "q", 6), cfg, gen)

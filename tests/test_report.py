@@ -14,12 +14,14 @@ from jaxprobe.agents import Agent, AgentSpec
 from jaxprobe.agents.checkpoint import load_agent, save_agent
 from jaxprobe.cli import main
 from jaxprobe.data.collect import collect
+from jaxprobe.envs import make_atari
+from jaxprobe.evaluate.gauges import GAUGES, gauge_summary, read_gauge
 from jaxprobe.evaluate.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty
 from jaxprobe.evaluate.rollouts import oxygen_at_death, rollout_evidence
 from jaxprobe.generator.checkpoint import save_generator
 from jaxprobe.search.probe import ProbeConfig, probe, write_run
 
-from test_probe import AGENT, tiny_generator
+from test_probe import tiny_generator
 
 
 def test_novelty_equals_brute_force():
@@ -61,16 +63,16 @@ def test_rollout_evidence_records_every_life_loss_of_a_seaquest_game():
 
 
 @pytest.fixture(scope="module")
-def probe_runs(tmp_path_factory):
+def probe_runs(tmp_path_factory, pong_q_agent_path):
   root = tmp_path_factory.mktemp("report")
-  agent = load_agent(AGENT)
+  agent = load_agent(pong_q_agent_path)
   collect(agent, root / "data", 64, num_envs=2, chunk_steps=32, progress=False)
   gen = tiny_generator(agent)
   save_generator(root / "gen", dataclasses.replace(gen, metadata=dict(gen.metadata, dataset=str(root / "data"))))
   for space in ("latent", "pixel"):
     config = ProbeConfig(space=space, num=4, steps=3)
     results = probe(agent, gen, ["T-", "T+"], config, progress=False)
-    write_run(root / space, agent, gen, config, results, str(AGENT), str(root / "gen"))
+    write_run(root / space, agent, gen, config, results, str(pong_q_agent_path), str(root / "gen"))
   return root
 
 
@@ -117,11 +119,33 @@ def test_report_bad_inputs(probe_runs, tmp_path, capsys):
   assert not (tmp_path / "r.html").exists()
 
 
-def test_demo_runs_end_to_end_on_given_assets(probe_runs, tmp_path, capsys):
+def test_demo_runs_end_to_end_on_given_assets(probe_runs, tmp_path, capsys, pong_q_agent_path):
   out = tmp_path / "demo"
-  assert main(["demo", "--agent", str(AGENT), "--generator", str(probe_runs / "gen"), "--out", str(out),
+  assert main(["demo", "--agent", str(pong_q_agent_path), "--generator", str(probe_runs / "gen"), "--out", str(out),
                "--num", "4", "--steps", "3", "--reference-states", "64", "--rollouts", "1", "--quiet"]) == 0
   assert (out / "report.html").stat().st_size > 10_000 and (out / "demo.json").exists()
   assert "T+-" in (out / "report.html").read_text()
   assert main(["demo", "--game", "breakout", "--out", str(tmp_path / "d2"), "--quiet"]) == 2
   assert "unknown demo game 'breakout'" in capsys.readouterr().err
+
+
+def test_oxygen_gauge_read_from_pixels_follows_the_ram_meter():
+  # Real Seaquest colour frames against RAM[102] (64 = full): the reading the report applies to
+  # synthesized states, which have no RAM.
+  env = make_atari("Seaquest-v5", num_envs=4, seed=0, colour=True)
+  env.reset()
+  rng = np.random.default_rng(0)
+  readings, ram = [], []
+  for _ in range(700):
+    actions = np.where(rng.random(4) < 0.3, 5, rng.integers(0, 18, 4))  # 5 = down: dive and use up air
+    obs, _, _, _, info = env.step(actions)
+    readings.append(read_gauge(obs.transpose(0, 2, 3, 1), GAUGES["Seaquest-v5"]["oxygen"]))
+    ram.append(info["ram"][:, 102] / 64)
+  readings, ram = np.concatenate(readings), np.concatenate(ram)
+  assert ram.min() == 0 and ram.max() == 1 and np.mean((ram > 0.1) & (ram < 0.9)) > 0.2  # the range is covered
+  assert np.median(np.abs(readings - ram)) <= 2 / 64 and np.corrcoef(readings, ram)[0, 1] > 0.98
+  # Float colour in [0, 1] (the generator's output) reads the same.
+  frames = obs.transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(read_gauge(frames / 255.0, GAUGES["Seaquest-v5"]["oxygen"]),
+                             read_gauge(frames, GAUGES["Seaquest-v5"]["oxygen"]), atol=1e-5)
+  assert gauge_summary(frames, "Pong-v5") == {}

@@ -131,7 +131,8 @@ def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bo
   next_target = step + config.target_update_every
   bar = tqdm(total=config.total_steps, initial=step, disable=not progress, unit="step",
              desc=f"DQN {config.env_id}", dynamic_ncols=True)
-  metrics: dict = {}
+  metrics = dict(loss=np.nan, q_mean=np.nan)  # every curve row has the same columns, before learning too
+  learning = False
 
   def checkpoint(state, step):
     checkpoint_run(run, step, state, wall_before + time.perf_counter() - t0, spec, state.params, "double_dqn", config)
@@ -149,6 +150,7 @@ def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bo
       # One update per `train_every` agent steps: as many as boundaries this iteration crossed.
       for _ in range(step // config.train_every - (step - N) // config.train_every):
         state, metrics = update(state, replay.sample(rng, config.batch_size, config.n_step, config.gamma))
+        learning = True
     if step >= next_target:
       state = state._replace(target_params=state.params)
       next_target += config.target_update_every
@@ -158,7 +160,7 @@ def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bo
     tracker.update(info, terminated, truncated)
     obs, valid = next_obs, ~done
     bar.update(N)
-    if metrics:
+    if learning:
       bar.set_postfix(sps=f"{rate.rate(step):.0f}", ret=f"{tracker.mean():.1f}",
                       eps=f"{float(epsilon_at(config, step)):.2f}")
     if step >= next_log:

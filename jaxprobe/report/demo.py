@@ -15,6 +15,7 @@ from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.data.collect import collect
 from jaxprobe.data.dataset import open_dataset
 from jaxprobe.errors import UserError
+from jaxprobe.evaluate.gauges import gauge_summary
 from jaxprobe.evaluate.rollouts import rollout_evidence
 from jaxprobe.generator.checkpoint import load_generator
 from jaxprobe.report.html import build_report, load_run, write_report
@@ -54,13 +55,14 @@ def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None,
   dataset = open_dataset(data, verify=False)
   timings = {"collect_s": time.perf_counter() - t0}
   config = ProbeConfig(num=num, steps=steps)
-  runs = []
+  runs, gauges = [], {}
   for space, targets in (("latent", LATENT_TARGETS), ("pixel", PIXEL_TARGETS)):
     t = time.perf_counter()
     cfg = dataclasses.replace(config, space=space)
     results = probe(agent, generator, targets, cfg, progress=progress)
     runs.append(write_run(out / f"probe_{space}", agent, generator, cfg, results, agent_path, generator_path))
     timings[f"probe_{space}_s"] = time.perf_counter() - t
+    gauges.update({f"{space} {r.target}": g for r in results if (g := gauge_summary(r.colour, agent.spec.env_id))})
     print(summary_table(results))
   t = time.perf_counter()
   evidence = rollout_evidence(agent, rollouts, progress=progress)
@@ -69,5 +71,7 @@ def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None,
   timings["total_s"] = time.perf_counter() - t0
   summary = dict(report=str(report), game=game, timings_s={k: round(v, 1) for k, v in timings.items()},
                  rollouts={k: v for k, v in evidence["summary"].items() if k not in ("scores", "oxygen_at_death")})
+  if gauges:  # pixel readings of game gauges (Seaquest's oxygen) on the samples and on real states
+    summary["gauges"] = dict(gauges, **{"real states": gauge_summary(dataset["colour"], agent.spec.env_id)})
   (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary

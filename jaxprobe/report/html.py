@@ -20,6 +20,7 @@ from jaxprobe.agents.agent import Agent
 from jaxprobe.agents.checkpoint import fingerprint
 from jaxprobe.data.dataset import Dataset
 from jaxprobe.errors import UserError
+from jaxprobe.evaluate.gauges import LOW, gauge_summary
 from jaxprobe.evaluate.novelty import BUCKETS, nearest_by_energy, novelty
 from jaxprobe.report.images import grid, value_bars
 from jaxprobe.search.targets import describe, get_target
@@ -105,7 +106,8 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     bars = np.concatenate([bars, np.full((30, img.shape[1] - 168, 3), 24, np.uint8)], axis=1)
     tiles.append(np.concatenate([img, bars], axis=0))
     captions.append(f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}")
-  return dict(run=run, novelty=nov.summary(), sheet=grid(tiles, captions, cols=2, caption_height=16),
+  return dict(run=run, novelty=nov.summary(), gauges=gauge_summary(colour, agent.spec.env_id),
+              sheet=grid(tiles, captions, cols=2, caption_height=16),
               histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
               by_energy=by_energy is not None)
 
@@ -141,7 +143,7 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
       sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show)
       r, nov = sec["run"], sec["novelty"]
       summary_rows.append((name, r["space"], r["num"], r["energy_start_mean"], r["energy_end_mean"],
-                           nov["mean_fraction_different"]))
+                           nov["mean_fraction_different"], sec["gauges"]))
       parts.append(f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
                    f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
                    f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "
@@ -149,10 +151,7 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
                    f"state.</figcaption></figure>"
                    f"<figure><img alt='{e(name)} {e(r['space'])} novelty' src='{png_data(sec['histogram'])}'></figure>")
     parts.append("</div>")
-  parts.insert(3, "<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
-               "<th>energy after</th><th>pixels differing from nearest real state</th></tr>" +
-               "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
-                       f"<td>{100 * f:.1f}%</td></tr>" for n, s, k, a, b, f in summary_rows) + "</table>")
+  parts.insert(3, _summary_table(summary_rows, gauge_summary(dataset["colour"], agent.spec.env_id), len(dataset)))
   if rollouts is not None:
     s = rollouts["summary"]
     parts.append(f"<h2>Rollout evidence: {s['games']} games</h2><table><tr><th>mean score</th><th>mean length</th>"
@@ -168,6 +167,26 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
                    "<figcaption>The agent's last frame before each life loss.</figcaption></figure>")
   parts.append("</body></html>")
   return "\n".join(parts)
+
+
+def _summary_table(rows: list, real_gauges: dict, real_states: int) -> str:
+  """One row per target and space; for games with pixel gauges (Seaquest's oxygen), their readings
+  on the samples beside the same readings on the real states, so a hypothesis can be checked."""
+  e = html.escape
+  names = list(real_gauges)
+  cell = lambda g: f"<td>{100 * g['mean']:.0f}% / {100 * g['share_low']:.0f}%</td>"
+  head = ("<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
+          "<th>energy after</th><th>pixels differing from nearest real state</th>" +
+          "".join(f"<th>{e(n)}: mean / share &le; {100 * LOW:.0f}%</th>" for n in names) + "</tr>")
+  body = "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
+                 f"<td>{100 * f:.1f}%</td>" + "".join(cell(g[x]) for x in names) + "</tr>"
+                 for n, s, k, a, b, f, g in rows)
+  if names:
+    body += (f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>" +
+             "".join(cell(real_gauges[x]) for x in names) + "</tr>")
+  note = (f"<p class='meta'>{', '.join(e(n) for n in names)} read from the pixels of the newest frame "
+          f"(jaxprobe.evaluate.gauges), as a share of full.</p>" if names else "")
+  return head + body + "</table>" + note
 
 
 def write_report(out: str | Path, text: str) -> Path:

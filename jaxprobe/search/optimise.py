@@ -15,6 +15,7 @@ in chunks of `chunk` rows when it does not fit in memory.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Literal, NamedTuple
 
 import jax
@@ -53,6 +54,7 @@ class Result(NamedTuple):
   energy_end: np.ndarray    # (num,) energy of `v`
   curve: np.ndarray         # (steps,) mean energy over rows, per step
   stopped_at: np.ndarray    # (num,) step at which a row stopped improving (steps if never)
+  compile_s: float = 0.0    # seconds spent compiling, apart from running (throughputs exclude it)
 
 
 def resolve_loop(loop: str) -> str:
@@ -109,30 +111,37 @@ def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: ja
     return RowState(v, optimizer.init(v), v, e, jnp.zeros(n, jnp.int32), jnp.full(n, config.steps, jnp.int32),
                     jnp.full(n, -1, jnp.int32), key, jnp.zeros((), jnp.int32)), e
 
-  init_jit = jax.jit(init)
-  if loop == "scan":
-    run_jit = jax.jit(lambda s: jax.lax.scan(lambda c, _: step(c), s, None, length=config.steps))
-  else:
-    step_jit = jax.jit(step)
+  # Compiled ahead of time, once per chunk shape, so compilation is timed apart from the search.
+  compiled, compile_s = {}, 0.0
 
-    def run_jit(s):
-      curve = []
-      for _ in range(config.steps):
-        s, m = step_jit(s)
-        curve.append(m)
-      return s, jnp.stack(curve)
+  def aot(name, fn, *args):
+    nonlocal compile_s
+    # As jit's own cache: a new shape, dtype or placement (sharding) is a new program.
+    key = (name, *((a.shape, str(a.dtype), getattr(a, "sharding", None)) for a in jax.tree.leaves(args)))
+    if key not in compiled:
+      t = time.perf_counter()
+      compiled[key] = jax.jit(fn).lower(*args).compile()
+      compile_s += time.perf_counter() - t
+    return compiled[key](*args)
 
-  final_energy = jax.jit(lambda v, k: energy_fn(v, k))
+  def run_jit(s):
+    if loop == "scan":
+      return aot("scan", lambda s: jax.lax.scan(lambda c, _: step(c), s, None, length=config.steps), s)
+    curve = []
+    for _ in range(config.steps):
+      s, m = aot("step", step, s)
+      curve.append(m)
+    return s, jnp.stack(curve)
   outs = []
   for c, start in enumerate(range(0, v0.shape[0], config.chunk)):
     v = v0[start:start + config.chunk]
     if sharding is not None:
       v = jax.device_put(v, sharding)
     chunk_key = jax.random.fold_in(key, c)
-    state, e0 = init_jit(v, chunk_key)
+    state, e0 = aot("init", init, v, chunk_key)
     state, curve = run_jit(state)
     # The last step's update is scored too, so `best` covers every iterate.
-    e_last = final_energy(state.v, state.key)
+    e_last = aot("energy", energy_fn, state.v, state.key)
     better = e_last < state.best_energy
     best_v, best_e = jnp.where(_rows(better, v), state.v, state.best_v), jnp.where(better, e_last, state.best_energy)
     bad = np.asarray(state.first_bad)
@@ -147,4 +156,4 @@ def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: ja
   n_rows = np.array([len(o[1]) for o in outs], np.float64)
   curve = sum(o[3] * w for o, w in zip(outs, n_rows)) / n_rows.sum()
   return Result(np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]),
-                np.concatenate([o[2] for o in outs]), curve, np.concatenate([o[4] for o in outs]))
+                np.concatenate([o[2] for o in outs]), curve, np.concatenate([o[4] for o in outs]), compile_s)
