@@ -135,7 +135,9 @@ def versions(extra: Sequence[str] = ()) -> str:
   """jax, flax and torch (as conv_grad.py writes them), then the script's own peers."""
   names = ("jax", "flax", "torch", *extra)
   text = ", ".join(f"{n} {package_version(n)}" for n in names)
-  return text + (f", {PRECISION}" if PRECISION != "fp32" else "")
+  text += f", {PRECISION}" if PRECISION != "fp32" else ""
+  # jaxprobe's own XLA flag (YNNPACK off on jaxlib 0.10, jaxprobe/__init__.py) left out:
+  return text + (", JAXPROBE_KEEP_XLA_FLAGS=1" if os.environ.get("JAXPROBE_KEEP_XLA_FLAGS") else "")
 
 
 def device(torch_device=None) -> str:

@@ -7,9 +7,10 @@ driven as `optimise` drives it here), generator in the "subpixel" layout that
   as chunks of --chunk rows one after another, as `optimise` runs them;
 - achieved FLOP/s of each batch: XLA's own count of the compiled step's operations
   (`compiled.cost_analysis()`) per second, against the fp32 matrix product throughput
-  measured in the same run (a jitted `jnp.dot` of two --matmul-size square matrices). In
-  the table the "peer" of these rows is the time the same FLOPs take at that throughput,
-  so the ratio is the fraction of the peak reached (target >= 0.40);
+  measured in the same rounds (a jitted `jnp.dot` of two --matmul-size square matrices, timed
+  interleaved with the search, so both see the same load on a shared machine). In the table
+  the "peer" of these rows is the time the same FLOPs take at that throughput, so the ratio
+  is the fraction of the peak reached (target >= 0.40);
 - device curve: one batch sharded over 1 to 8 devices as `jaxprobe probe` shards it
   (`jaxprobe.parallel.batch_mesh`). On CPU each count runs in a subprocess with
   XLA_FLAGS=--xla_force_host_platform_device_count=N (virtual devices sharing this
@@ -40,13 +41,11 @@ from jaxprobe.parallel import batch_mesh, batch_sharding
 TARGET = "T+-"
 
 
-def matmul_flops_per_s(size: int, rounds: int) -> float:
-  """fp32 FLOP/s of a jitted square matrix product: the measured peak the search step is held against."""
+def matmul_call(size: int):
+  """(call, FLOPs per call) of a jitted fp32 square matrix product: the peak the search step is held against."""
   a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  seconds = common.time_rounds({"dot": lambda: jax.block_until_ready(dot(a, b))}, rounds)["dot"]
-  return 2.0 * size**3 / seconds
+  return common.blocking(jax.jit(jnp.dot), a, b), 2.0 * size**3
 
 
 def setup(layout: str):
@@ -83,7 +82,8 @@ def chunked_runner(energy, config, batch: int, chunk: int, steps: int, sharding=
   return run, flops, runner
 
 
-def batch_rows(energy, config, args, peak: float) -> list[common.Row]:
+def batch_rows(energy, config, args) -> list[common.Row]:
+  matmul, matmul_flops = matmul_call(args.matmul_size)
   rows = []
   for batch in common.int_list(args.batches):
     run, flops, runner = chunked_runner(energy, config, batch, args.chunk, args.steps)
@@ -94,11 +94,13 @@ def batch_rows(energy, config, args, peak: float) -> list[common.Row]:
       continue
     # Compiled ahead, so a warm-up call would absorb no compilation: skipped where one call is long.
     warmup = 1 if batch < args.chunk or jax.default_backend() != "cpu" else 0
-    seconds = common.time_rounds({"search": run}, args.rounds, warmup=warmup)["search"]
+    times = common.time_rounds({"search": run, "matmul": matmul}, args.rounds, warmup=warmup)
+    seconds, peak = times["search"], matmul_flops / times["matmul"]
     achieved = None if flops is None else flops / seconds
     print(f"batch {batch}: compiled in {runner.compile_s:.1f} s ({loop} loop); {batch * args.steps / seconds:,.1f} "
           f"latent steps/s; " + ("no FLOP count" if achieved is None else
-                                 f"{achieved / 1e9:,.1f} GFLOP/s = {achieved / peak:.1%} of the matmul peak"),
+                                 f"{achieved / 1e9:,.1f} GFLOP/s = {achieved / peak:.1%} of the matmul peak, "
+                                 f"{peak / 1e9:,.1f} GFLOP/s in the same rounds"),
           flush=True)
     rows.append(common.Row(f"latent search {TARGET}, steps {args.steps}, vs matmul peak", batch,
                            f"jaxprobe ({loop} loop, chunk {min(batch, args.chunk)})", seconds,
@@ -130,6 +132,8 @@ def worker_result(n: int, args) -> dict:
 
 def device_rows(energy, config, args) -> list[common.Row]:
   results = []
+  if not args.devices:  # --devices '': the batch curve only
+    return []
   for n in common.int_list(args.devices):
     if n <= jax.device_count():
       r = measure_devices(energy, config, n, args.device_batch, args.steps, args.rounds)
@@ -154,7 +158,7 @@ def device_rows(energy, config, args) -> list[common.Row]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batches", default="64,256,1024,4096,8192", help="batch curve, comma-separated")
-  parser.add_argument("--devices", default="1,2,4,8", help="device curve, comma-separated, starting at 1")
+  parser.add_argument("--devices", default="1,2,4,8", help="device curve, comma-separated, starting at 1 ('' for none)")
   parser.add_argument("--device-batch", type=int, default=512, help="rows of the device curve")
   parser.add_argument("--steps", type=int, default=1, help="search steps per timed call")
   parser.add_argument("--chunk", type=int, default=4096, help="rows per compiled program (ProbeConfig.chunk)")
@@ -172,9 +176,7 @@ def main():
     print(json.dumps(measure_devices(energy, config, args.worker, args.device_batch, args.steps, args.rounds)))
     return
   print(common.header())
-  peak = matmul_flops_per_s(args.matmul_size, max(args.rounds, 3))
-  print(f"fp32 matmul {args.matmul_size}x{args.matmul_size}: {peak / 1e9:,.1f} GFLOP/s", flush=True)
-  rows = batch_rows(energy, config, args, peak)
+  rows = batch_rows(energy, config, args)
   rows += device_rows(energy, config, args)
   common.finish("scaling", "Latent search scaling (ratio: fraction of the matmul peak; speed-up over 1 device)",
                 rows, args)

@@ -92,7 +92,9 @@ def make_loss(network: Generator, agent: Agent, config: GeneratorConfig):
                                  rngs={"latent": key}, mutable=["batch_stats"])
     l_p = losses.reconstruction(real, out["colour"], batch["mask"], beta)
     if eta > 0:
-      l_a = losses.perception(batch[head], agent.spec.apply(agent_params, out["agent_view"])[head])
+      # The agent is frozen: only the generator learns from its reading of the reconstruction.
+      frozen = jax.lax.stop_gradient(agent_params)
+      l_a = losses.perception(batch[head], agent.spec.apply(frozen, out["agent_view"])[head])
     else:  # the agent's forward pass is skipped when its term has no weight
       l_a = jnp.zeros_like(l_p)
     kl = losses.kl_to_standard_normal(out["mean"], out["logvar"])
