@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--agent", default=None, help="use this agent instead of the bundled one")
   p.add_argument("--generator", default=None, help="use this generator instead of the bundled one")
   p.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
-  p.add_argument("--num", type=int, default=32, help="states per target (default: 32)")
+  p.add_argument("--num", type=int, default=16, help="states per target (default: 16)")
   p.add_argument("--steps", type=int, default=60, help="optimisation steps (default: 60)")
   p.add_argument("--reference-states", type=int, default=2000, help="real states collected for novelty (default: 2000)")
   p.add_argument("--rollouts", type=int, default=6, help="games of rollout evidence (default: 6)")

@@ -1,5 +1,10 @@
-"""The generator's loss and training step: each term against its formula, the ablations, what gets gradients."""
+"""Generator training: each loss term against its formula, the ablations, what gets gradients, resume,
+data parallelism and bad inputs."""
 import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +12,18 @@ import numpy as np
 import optax
 import pytest
 
-from jaxprobe.agents import AgentSpec
+from jaxprobe.agents import Agent, AgentSpec, save_agent
+from jaxprobe.agents.checkpoint import load_agent
+from jaxprobe.cli import main
+from jaxprobe.data.collect import collect
+from jaxprobe.data.dataset import open_dataset
+from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
-from jaxprobe.generator.train import GeneratorConfig, generator_spec, init_state, make_loss, make_train_step
+from jaxprobe.generator import train as generator_train
+from jaxprobe.generator.checkpoint import GeneratorBundle, load_generator, save_generator
+from jaxprobe.generator.train import (GeneratorConfig, generator_spec, init_state, make_loss, make_train_step,
+                                      train)
+from test_agent_training import files_digest
 
 
 class TinyAgent:  # the fields of an Agent that the loss reads
@@ -52,11 +66,12 @@ def test_vae_ablation_is_a_plain_vae_loss():
   config = dataclasses.replace(CONFIG, ablation="vae")
   network, state = network_and_state(config)
   b, key = batch(), jax.random.key(3)
-  total, (_, terms) = make_loss(network, AGENT, config)(state.params, state.batch_stats, AGENT.params, b, key)
+  loss = jax.jit(make_loss(network, AGENT, config))
+  total, (_, terms) = loss(state.params, state.batch_stats, AGENT.params, b, key)
   # Independently: the same forward pass, then summed squared error + lambda * KL, batch mean.
   real = b["colour"].astype(np.float32) / 255.0
-  out, _ = network.apply({"params": state.params, "batch_stats": state.batch_stats}, real, train=True,
-                         rngs={"latent": key}, mutable=["batch_stats"])
+  out, _ = jax.jit(lambda v, x: network.apply(v, x, train=True, rngs={"latent": key}, mutable=["batch_stats"]))(
+      {"params": state.params, "batch_stats": state.batch_stats}, real)
   sse = ((real - np.asarray(out["colour"])) ** 2).reshape(len(real), -1).sum(1)
   mean, logvar = np.asarray(out["mean"], np.float64), np.asarray(out["logvar"], np.float64)
   kl = 0.5 * (np.exp(logvar) + mean**2 - 1 - logvar).sum(1)
@@ -64,7 +79,7 @@ def test_vae_ablation_is_a_plain_vae_loss():
   assert float(terms["L_a"]) == 0.0
   # Neither the saliency mask nor the agent enters a plain VAE's loss.
   other = dict(b, mask=np.zeros_like(b["mask"]), q=b["q"] + 100.0)
-  total2, _ = make_loss(network, AGENT, config)(state.params, state.batch_stats, AGENT.params, other, key)
+  total2, _ = loss(state.params, state.batch_stats, AGENT.params, other, key)
   np.testing.assert_allclose(total2, total, rtol=1e-6)
 
 
@@ -94,3 +109,131 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(ablation):
     losses_seen.append(float(metrics["loss"]))
   assert np.all(np.isfinite(losses_seen)) and losses_seen[-1] < 0.9 * losses_seen[0], losses_seen
   assert int(state.step) == 15
+
+
+# --- `train` and `jaxprobe train-generator`: resume, data parallelism, bad inputs -------------------
+
+TINY_RUN = GeneratorConfig(latent_dim=8, widths=(4, 8, 8, 8), batch_size=4, total_steps=6, checkpoint_every=2,
+                           log_every=1, image_every=100)
+TINY_YAML = "latent_dim: 8\nwidths: [4, 8, 8, 8]\nbatch_size: 4\ntotal_steps: 2\ncheckpoint_every: 1\nlog_every: 1\n"
+
+
+@pytest.fixture(scope="module")
+def q_agent(pong_q_agent_path):
+  return load_agent(pong_q_agent_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(q_agent, tmp_path_factory):
+  out = tmp_path_factory.mktemp("gen_data") / "pong"
+  collect(q_agent, out, 64, num_envs=2, seed=3, progress=False)
+  return open_dataset(out)
+
+
+def params_of(run_dir):
+  return load_generator(run_dir / "generator").variables
+
+
+def test_resume_after_a_kill_continues_with_identical_params(tmp_path, q_agent, tiny_dataset, monkeypatch):
+  train(TINY_RUN, tiny_dataset, q_agent, tmp_path / "straight", progress=False)
+  # The same run killed after step 5: its last checkpoint is step 4, and step 5 is lost.
+  real_batches = generator_train.batches
+
+  def dies_after_five(*args, **kwargs):
+    for i, b in enumerate(real_batches(*args, **kwargs)):
+      if i == 5:
+        raise KeyboardInterrupt
+      yield b
+
+  monkeypatch.setattr(generator_train, "batches", dies_after_five)
+  with pytest.raises(KeyboardInterrupt):
+    train(TINY_RUN, tiny_dataset, q_agent, tmp_path / "killed", progress=False)
+  monkeypatch.setattr(generator_train, "batches", real_batches)
+  train(TINY_RUN, tiny_dataset, q_agent, tmp_path / "killed", resume=True, progress=False)
+  jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path / "killed"), params_of(tmp_path / "straight"))
+  steps = [int(row.split(",")[0]) for row in (tmp_path / "killed" / "curve.csv").read_text().splitlines()[1:]]
+  assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_data_parallel_step_on_four_virtual_devices_equals_one_device(pong_q_agent_path):
+  script = textwrap.dedent(f"""
+      import os
+      os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+      import jaxprobe, jax, numpy as np, optax
+      from jaxprobe.agents.checkpoint import load_agent
+      from jaxprobe.generator.train import GeneratorConfig, generator_spec, init_state, make_train_step
+      from jaxprobe.parallel import batch_mesh, batch_sharding, replicated
+      agent = load_agent({str(pong_q_agent_path)!r})
+      config = GeneratorConfig(latent_dim=8, widths=(4, 8, 8, 8), batch_size=8)
+      spec = generator_spec(config, agent)
+      # Plain SGD: Adam's first step is lr * sign(grad), which turns the float noise of a zero gradient
+      # (a bias feeding batch norm) into a full step of either sign.
+      state = init_state(spec, config, optax.sgd(0.01))
+      step = jax.jit(make_train_step(spec.network(), agent, config, optax.sgd(0.01)))
+      rng = np.random.default_rng(0)
+      batch = dict(colour=rng.integers(0, 256, (8, 84, 84, 12), dtype=np.uint8),
+                   mask=rng.random((8, 84, 84), dtype=np.float32), q=rng.normal(size=(8, 6)).astype(np.float32))
+      one_state, one = step(state, agent.params, batch)
+      mesh = batch_mesh()
+      sharded = jax.device_put(batch, batch_sharding(mesh))
+      four_state, four = step(jax.device_put(state, replicated(mesh)), jax.device_put(agent.params, replicated(mesh)),
+                              sharded)
+      assert mesh.size == 4 and len(sharded["colour"].sharding.device_set) == 4
+      np.testing.assert_allclose(float(four["loss"]), float(one["loss"]), rtol=1e-5)
+      # Each leaf's update agrees to 0.1% of its size; a leaf whose gradient is zero but for float noise (a
+      # bias feeding batch norm) moves by ~1e-5 either way.
+      for a, b, init in zip(jax.tree.leaves(jax.device_get(four_state.params)), jax.tree.leaves(one_state.params),
+                            jax.tree.leaves(state.params)):
+        assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(b - init) + 1e-4, (np.abs(a - b).max(), a.shape)
+      for a, b in zip(jax.tree.leaves(jax.device_get(four_state.batch_stats)), jax.tree.leaves(one_state.batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+      print("ok")
+  """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, q_agent, tiny_dataset):
+  config = dataclasses.replace(TINY_RUN, lr=1e12, checkpoint_every=1, total_steps=50)
+  with pytest.raises(UserError, match=r"the loss became non-finite at step (\d+) \(term (L_p|L_a|KL|loss)\); the last "
+                                      r"good checkpoint \(step \d+\) is kept"):
+    train(config, tiny_dataset, q_agent, tmp_path / "nan", progress=False)
+  kept = params_of(tmp_path / "nan")
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(kept))
+
+
+def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_dataset, q_agent):
+  config = tmp_path / "tiny.yaml"
+  config.write_text(TINY_YAML)
+  other_agent = tmp_path / "other-agent"
+  save_agent(other_agent, Agent(q_agent.spec, q_agent.spec.init(jax.random.key(7)), {}))
+  base = ["train-generator", "--config", str(config), "--dataset", str(tiny_dataset.path), "--quiet"]
+  run = tmp_path / "run"
+  assert main(base + ["--agent", str(pong_q_agent_path), "--out", str(run)]) == 0
+  capsys.readouterr()
+  before = files_digest(run)
+  cases = [
+      (["--agent", str(other_agent), "--out", str(tmp_path / "r2")], "was collected by another agent"),
+      (["--agent", str(pong_q_agent_path), "--out", str(run), "--resume", "latent_dim=16"],
+       "different config (latent_dim: 8 there, 16 now)"),
+      (["--agent", str(pong_q_agent_path), "--out", str(tmp_path / "r3"), "ablation=gan"], "ablation"),
+  ]
+  for args, message in cases:
+    assert main(base + args) == 2, args
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+  assert files_digest(run) == before
+
+
+def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pong_q_agent_path, q_agent):
+  spec = generator_spec(CONFIG, q_agent)
+  save_generator(tmp_path / "gen", GeneratorBundle(spec, spec.init(jax.random.key(0))))
+  with pytest.raises(UserError, match="has latent_dim 8, the config says 100"):
+    load_generator(tmp_path / "gen", expect=dataclasses.replace(spec, latent_dim=100))
+  meta = json.loads((tmp_path / "gen" / "generator.json").read_text())
+  meta["image_shape"] = [64, 64, 12]
+  (tmp_path / "gen" / "generator.json").write_text(json.dumps(meta))
+  assert main(["probe", "--agent", str(pong_q_agent_path), "--generator", str(tmp_path / "gen"), "--target", "T-",
+               "--out", str(tmp_path / "p"), "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert "makes 64x64x12 images" in err and err.strip().count("\n") == 0, err

@@ -58,7 +58,8 @@ def play_games(agent: Agent, episodes: int, policy: Callable, env_id: str | None
         on_step(games, acted_on, info, running)
       finished = running & (terminated | truncated)
       running &= ~finished
-      bar.update(int(finished.sum()))
+      if finished.any():  # update(0) would redraw the bar every env step
+        bar.update(int(finished.sum()))
     env.close()
     scores.extend(total.tolist())
     lengths.extend(length.tolist())

@@ -78,6 +78,9 @@ def load_generator(path: str | Path, expect: GeneratorSpec | None = None) -> Gen
                          agent_fingerprint=meta["agent_fingerprint"])
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"generator checkpoint {path}: {SPEC_FILE} lacks a valid field ({e})") from None
+  if spec.image_shape != IMAGE_SHAPE:
+    raise UserError(f"generator checkpoint {path} makes {'x'.join(map(str, spec.image_shape))} images; jaxprobe's "
+                    f"agents read {'x'.join(map(str, IMAGE_SHAPE))} colour stacks; use a generator trained by jaxprobe")
   if expect is not None:
     for field in ("latent_dim", "image_shape", "widths", "upsample"):
       if getattr(spec, field) != getattr(expect, field):

@@ -38,7 +38,7 @@ def bundled(game: str) -> tuple[Path, Path]:
 
 
 def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None, generator_path: str | None = None,
-             num: int = 32, steps: int = 60, reference_states: int = 2000, rollouts: int = 6,
+             num: int = 16, steps: int = 60, reference_states: int = 2000, rollouts: int = 6,
              progress: bool = True) -> dict:
   if agent_path is None or generator_path is None:
     default_agent, default_generator = bundled(game)
