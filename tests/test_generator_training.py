@@ -21,6 +21,8 @@ from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
 from jaxprobe.generator import train as generator_train
 from jaxprobe.generator.checkpoint import GeneratorBundle, load_generator, save_generator
+from jaxprobe.generator.goggles import fidelity
+from jaxprobe.generator.networks import to_agent_view
 from jaxprobe.generator.train import (GeneratorConfig, generator_spec, init_state, make_loss, make_train_step,
                                       train)
 from test_agent_training import files_digest
@@ -237,3 +239,21 @@ def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pon
                "--out", str(tmp_path / "p"), "--quiet"]) == 2
   err = capsys.readouterr().err
   assert "makes 64x64x12 images" in err and err.strip().count("\n") == 0, err
+
+
+def test_fidelity_equals_a_direct_computation(q_agent, tiny_dataset):
+  spec = generator_spec(CONFIG, q_agent)
+  generator = GeneratorBundle(spec, spec.init(jax.random.key(1)))
+  got = fidelity(q_agent, generator, tiny_dataset, num=40, batch=16)
+  idx = np.sort(np.random.default_rng(0).choice(len(tiny_dataset), 40, replace=False))
+  colour, gray = tiny_dataset["colour"][idx], tiny_dataset["gray"][idx]
+  recon = np.asarray(generator.spec.network().apply(generator.variables, colour / np.float32(255), train=False)["colour"])
+  view = np.asarray(to_agent_view(recon))
+  real_q, recon_q = (np.asarray(q_agent.spec.apply(q_agent.params, v)["q"]) for v in (gray, view))
+  error = ((recon - colour / 255.0) ** 2).mean(-1)
+  salient = tiny_dataset["mask"][idx] > 0.5
+  np.testing.assert_allclose(got["action_agreement"], np.mean(real_q.argmax(1) == recon_q.argmax(1)))
+  np.testing.assert_allclose(got["L_a"], ((real_q - recon_q) ** 2).sum(1).mean(), rtol=1e-4)
+  np.testing.assert_allclose(got["mse_salient"], error[salient].mean(), rtol=1e-4)
+  np.testing.assert_allclose(got["mse_rest"], error[~salient].mean(), rtol=1e-4)
+  assert got["states"] == 40 and 0 < got["salient_share"] < 1

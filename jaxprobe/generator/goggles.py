@@ -43,3 +43,47 @@ def goggles(agent: Agent, generator: GeneratorBundle, episodes: int, env_id: str
                   observe=reconstruct_fn(generator)).summary()
   return dict(agent=own, goggles=seen, env_id=env_id or agent.spec.env_id, epsilon=epsilon, seed=seed,
               generator=generator.metadata.get("ablation", "?"))
+
+
+def fidelity(agent: Agent, generator: GeneratorBundle, dataset, num: int = 1000, batch: int = 100,
+             seed: int = 0) -> dict:
+  """How much of what the agent reads survives G(E(x)), on `num` real states of `dataset`.
+
+  Finer than goggles' game score, which saturates where the agent still plays well on
+  an imperfect view: the share of states where the agent's greedy action on the
+  reconstruction equals its action on the real state; the mean squared distance of its
+  action outputs (L_a); and the reconstruction's squared error per colour value on the
+  salient pixels (mask > 0.5: ball, paddles, the agent's submarine) and on the rest.
+  """
+  check_generator_fits(generator, agent)
+  if num <= 0:
+    raise UserError(f"--states must be positive, got {num}")
+  game = dataset.manifest["agent"]["env_id"]
+  if game != agent.spec.env_id:
+    raise UserError(f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
+                    "use a dataset of the agent's game")
+  idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
+  network, head = generator.spec.network(), agent.spec.action_head
+
+  @jax.jit
+  def compare(variables, colour, gray, mask):
+    out = network.apply(variables, colour.astype(np.float32) / 255.0, train=False)
+    real, recon = agent.spec.apply(agent.params, gray)[head], agent.spec.apply(agent.params, to_agent_view(out["colour"]))[head]
+    error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
+    salient = mask > 0.5
+    return dict(agree=(real.argmax(-1) == recon.argmax(-1)).sum(), l_a=((real - recon) ** 2).sum(-1).sum(),
+                err_salient=(error * salient).sum(), n_salient=salient.sum(),
+                err_rest=(error * ~salient).sum(), n_rest=(~salient).sum())
+
+  totals: dict[str, float] = {}
+  for start in range(0, len(idx), batch):
+    rows = idx[start:start + batch]
+    part = compare(generator.variables, np.asarray(dataset["colour"][rows]), np.asarray(dataset["gray"][rows]),
+                   np.asarray(dataset["mask"][rows]))
+    for k, v in jax.device_get(part).items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  n = len(idx)
+  return dict(states=n, action_agreement=totals["agree"] / n, L_a=totals["l_a"] / n,
+              mse_salient=totals["err_salient"] / max(totals["n_salient"], 1.0),
+              mse_rest=totals["err_rest"] / max(totals["n_rest"], 1.0),
+              salient_share=totals["n_salient"] / (totals["n_salient"] + totals["n_rest"]))

@@ -34,7 +34,7 @@ from jaxprobe.generator.goggles import check_generator_fits
 from jaxprobe.generator.networks import to_agent_view
 from jaxprobe.parallel import batch_mesh, batch_sharding
 from jaxprobe.report.images import grid, save_png, value_bars
-from jaxprobe.search.optimise import OptimiseConfig, optimise
+from jaxprobe.search.optimise import OptimiseConfig, optimise, resolve_chunk
 from jaxprobe.search.targets import Target, get_target
 
 
@@ -47,7 +47,7 @@ class ProbeConfig:
   alpha: float = 0.01        # weight of 0.5 ||z||^2 (latent space)
   tau: float = 1.0           # temperature of the soft max / min in the targets
   seed: int = 0
-  chunk: int = 4096          # states per compiled program
+  chunk: int = 0             # states per compiled program (0: 4096 on accelerators, 1024 on CPU)
   loop: Literal["auto", "python", "scan"] = "auto"
   patience: int = 0          # early stop per state (0: off)
   tv_weight: float = 0.3     # pixel space: total variation (per pixel, in [0, 1] units)
@@ -168,7 +168,7 @@ def probe(agent: Agent, generator: GeneratorBundle | None, targets: Sequence[str
   if not resolved:
     raise UserError("give at least one --target")
   mesh = batch_mesh()
-  sharding = batch_sharding(mesh) if mesh.size > 1 and config.chunk % mesh.size == 0 else None
+  sharding = batch_sharding(mesh) if mesh.size > 1 and resolve_chunk(config.chunk) % mesh.size == 0 else None
   bar = tqdm(total=config.num * len(resolved), unit="state", desc=f"probe ({config.space})", disable=not progress)
   results = []
   for target in resolved:
