@@ -16,7 +16,7 @@ from jaxprobe.cli import main
 from jaxprobe.data.collect import collect
 from jaxprobe.envs import make_atari
 from jaxprobe.evaluate.gauges import GAUGES, gauge_summary, read_gauge
-from jaxprobe.evaluate.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty
+from jaxprobe.evaluate.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty, spread
 from jaxprobe.evaluate.rollouts import oxygen_at_death, rollout_evidence
 from jaxprobe.generator.checkpoint import save_generator
 from jaxprobe.search.probe import ProbeConfig, probe, write_run
@@ -40,6 +40,17 @@ def test_novelty_equals_brute_force():
   np.testing.assert_allclose(result.fraction_different, differs.reshape(len(states), -1).mean(1))
   assert result.fraction_different[:2].max() == 0.0  # flipping the lowest bit changes no pixel by 25%
   assert result.histogram.sum() == len(states)
+
+
+def test_spread_equals_the_mean_over_pairs_and_is_zero_for_copies():
+  rng = np.random.default_rng(1)
+  states = rng.integers(0, 256, (7, 4, 84, 84), dtype=np.uint8)
+  x = states.astype(np.float64) / 255.0
+  pairs = [((x[i] - x[j]) ** 2).mean() for i in range(7) for j in range(i + 1, 7)]
+  np.testing.assert_allclose(spread(states), np.mean(pairs), rtol=1e-9)
+  assert spread(np.repeat(states[:1], 5, axis=0)) < 1e-12
+  # More states than max_states: a seeded subset, the same each call.
+  assert spread(states, max_states=4) == spread(states, max_states=4) != spread(states)
 
 
 def test_nearest_by_energy_and_oxygen_rule():

@@ -78,3 +78,19 @@ def nearest_by_energy(state_energy: np.ndarray, reference_energy: np.ndarray, k:
   """For each state, the `k` real states whose target energy is closest to its own: `(M, k)` indices."""
   gap = np.abs(np.asarray(reference_energy)[None, :] - np.asarray(state_energy)[:, None])
   return np.argsort(gap, axis=1, kind="stable")[:, :k]
+
+
+def spread(states: np.ndarray, max_states: int = 64, seed: int = 0) -> float:
+  """Mean squared difference between two of `states` (agent views, 0-255) in [0, 1] units.
+
+  Over every pair of up to `max_states` of them (drawn with `seed`): near 0 when a search
+  has collapsed onto one state; compare it with the same number for real states.
+  """
+  n = len(states)
+  if n < 2:
+    return 0.0
+  rows = np.random.default_rng(seed).choice(n, min(n, max_states), replace=False)
+  x = np.asarray(states[np.sort(rows)], np.float64).reshape(len(rows), -1) / 255.0
+  sq = (x**2).sum(1)
+  pair = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T) / x.shape[1]
+  return float(max(pair[np.triu_indices(len(x), 1)].mean(), 0.0))

@@ -21,7 +21,7 @@ from jaxprobe.agents.checkpoint import fingerprint
 from jaxprobe.data.dataset import Dataset
 from jaxprobe.errors import UserError
 from jaxprobe.evaluate.gauges import LOW, gauge_summary
-from jaxprobe.evaluate.novelty import BUCKETS, nearest_by_energy, novelty
+from jaxprobe.evaluate.novelty import BUCKETS, nearest_by_energy, novelty, spread
 from jaxprobe.report.images import grid, value_bars
 from jaxprobe.search.targets import describe, get_target
 
@@ -143,7 +143,8 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
       sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show)
       r, nov = sec["run"], sec["novelty"]
       summary_rows.append((name, r["space"], r["num"], r["energy_start_mean"], r["energy_end_mean"],
-                           nov["mean_fraction_different"], sec["gauges"]))
+                           nov["mean_fraction_different"], spread(np.load(Path(run["path"]) / t["folder"] / "gray.npy")),
+                           sec["gauges"]))
       parts.append(f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
                    f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
                    f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "
@@ -151,7 +152,8 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
                    f"state.</figcaption></figure>"
                    f"<figure><img alt='{e(name)} {e(r['space'])} novelty' src='{png_data(sec['histogram'])}'></figure>")
     parts.append("</div>")
-  parts.insert(3, _summary_table(summary_rows, gauge_summary(dataset["colour"], agent.spec.env_id), len(dataset)))
+  parts.insert(3, _summary_table(summary_rows, gauge_summary(dataset["colour"], agent.spec.env_id), len(dataset),
+                                 spread(dataset["gray"])))
   if rollouts is not None:
     s = rollouts["summary"]
     parts.append(f"<h2>Rollout evidence: {s['games']} games</h2><table><tr><th>mean score</th><th>mean length</th>"
@@ -169,23 +171,25 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
   return "\n".join(parts)
 
 
-def _summary_table(rows: list, real_gauges: dict, real_states: int) -> str:
+def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread: float) -> str:
   """One row per target and space; for games with pixel gauges (Seaquest's oxygen), their readings
-  on the samples beside the same readings on the real states, so a hypothesis can be checked."""
+  on the samples beside the same readings on the real states, so a hypothesis can be checked; the
+  samples' spread beside the real states' shows a search that collapsed onto one state."""
   e = html.escape
   names = list(real_gauges)
   cell = lambda g: f"<td>{100 * g['mean']:.0f}% / {100 * g['share_low']:.0f}%</td>"
   head = ("<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
-          "<th>energy after</th><th>pixels differing from nearest real state</th>" +
+          "<th>energy after</th><th>pixels differing from nearest real state</th><th>spread</th>" +
           "".join(f"<th>{e(n)}: mean / share &le; {100 * LOW:.0f}%</th>" for n in names) + "</tr>")
   body = "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
-                 f"<td>{100 * f:.1f}%</td>" + "".join(cell(g[x]) for x in names) + "</tr>"
-                 for n, s, k, a, b, f, g in rows)
-  if names:
-    body += (f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>" +
-             "".join(cell(real_gauges[x]) for x in names) + "</tr>")
-  note = (f"<p class='meta'>{', '.join(e(n) for n in names)} read from the pixels of the newest frame "
-          f"(jaxprobe.evaluate.gauges), as a share of full.</p>" if names else "")
+                 f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td>" + "".join(cell(g[x]) for x in names) + "</tr>"
+                 for n, s, k, a, b, f, d, g in rows)
+  body += (f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>"
+           f"<td>{real_spread:.1e}</td>" + "".join(cell(real_gauges[x]) for x in names) + "</tr>")
+  note = ("<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
+          "[0, 1] units); far below the real states' it means the search found one state many times."
+          + (f" {', '.join(e(n) for n in names)} read from the pixels of the newest frame "
+             f"(jaxprobe.evaluate.gauges), as a share of full." if names else "") + "</p>")
   return head + body + "</table>" + note
 
 

@@ -28,6 +28,7 @@ from jaxprobe import saliency
 from jaxprobe.agents.agent import Agent, greedy_actions
 from jaxprobe.agents.checkpoint import fingerprint
 from jaxprobe.config import to_dict
+from jaxprobe.evaluate.novelty import spread
 from jaxprobe.errors import UserError
 from jaxprobe.generator.checkpoint import GeneratorBundle
 from jaxprobe.generator.goggles import check_generator_fits
@@ -217,6 +218,7 @@ def write_run(out: str | Path, agent: Agent, generator: GeneratorBundle | None, 
     record = dict(target=r.target, reads=r.reads, space=config.space, num=len(r.gray), steps=config.steps,
                   energy_start_mean=float(r.energy_start.mean()), energy_end_mean=float(r.energy_end.mean()),
                   energy_end_best=float(r.energy_end.min()), greedy_action_histogram=hist,
+                  spread=spread(r.gray),
                   seconds=round(r.seconds, 2), compile_s=round(r.compile_s, 2), state_steps_per_s=round(len(r.gray) * config.steps / r.seconds, 1),
                   states_per_s=round(len(r.gray) / r.seconds, 2), best_first=order.tolist(),
                   energy_start=r.energy_start.round(5).tolist(), energy_end=r.energy_end.round(5).tolist(),
@@ -252,11 +254,13 @@ def _plot_energy(path: Path, r: ProbeResult) -> None:
 
 def summary_table(results: Sequence[ProbeResult]) -> str:
   lines = [f"{'target':14s} {'energy before':>14s} {'energy after':>13s} {'search s':>9s} {'compile s':>9s} "
-           f"{'states/s':>9s} {'latent-steps/s':>14s}  greedy actions"]
+           f"{'states/s':>9s} {'latent-steps/s':>14s} {'spread':>8s}  greedy actions"]
   for r in results:
     hist = np.bincount(r.greedy)
     steps = len(r.curve)
     lines.append(f"{r.target:14s} {r.energy_start.mean():14.3f} {r.energy_end.mean():13.3f} {r.seconds:9.2f} "
-                 f"{r.compile_s:9.2f} {len(r.gray) / r.seconds:9.1f} {len(r.gray) * steps / r.seconds:14.0f}  "
+                 f"{r.compile_s:9.2f} {len(r.gray) / r.seconds:9.1f} {len(r.gray) * steps / r.seconds:14.0f} "
+                 f"{spread(r.gray):8.1e}  "
                  f"{' '.join(f'{a}:{n}' for a, n in enumerate(hist) if n)}")
+  lines.append("(spread: mean squared difference between two found states, in [0, 1] units; near 0: one state)")
   return "\n".join(lines)
