@@ -6,6 +6,7 @@ import jax
 import pytest
 
 from jaxprobe.agents import Agent, AgentSpec, save_agent
+from jaxprobe.agents.checkpoint import load_agent
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,9 @@ def pong_q_agent_path(tmp_path_factory):
   spec = AgentSpec("q", 6, "Pong-v5")
   save_agent(path, Agent(spec, spec.init(jax.random.key(0)), {"trained": False}))
   return path
+
+
+@pytest.fixture(scope="session")
+def pong_q_agent(pong_q_agent_path):
+  """The agent saved at `pong_q_agent_path`, loaded once."""
+  return load_agent(pong_q_agent_path)

@@ -13,7 +13,6 @@ import optax
 import pytest
 
 from jaxprobe.agents import Agent, AgentSpec, save_agent
-from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.cli import main
 from jaxprobe.data.collect import collect
 from jaxprobe.data.dataset import open_dataset
@@ -121,14 +120,9 @@ TINY_YAML = "latent_dim: 8\nwidths: [4, 8, 8, 8]\nbatch_size: 4\ntotal_steps: 2\
 
 
 @pytest.fixture(scope="module")
-def q_agent(pong_q_agent_path):
-  return load_agent(pong_q_agent_path)
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(q_agent, tmp_path_factory):
+def tiny_dataset(pong_q_agent, tmp_path_factory):
   out = tmp_path_factory.mktemp("gen_data") / "pong"
-  collect(q_agent, out, 64, num_envs=2, seed=3, progress=False)
+  collect(pong_q_agent, out, 64, num_envs=2, seed=3, progress=False)
   return open_dataset(out)
 
 
@@ -136,8 +130,8 @@ def params_of(run_dir):
   return load_generator(run_dir / "generator").variables
 
 
-def test_resume_after_a_kill_continues_with_identical_params(tmp_path, q_agent, tiny_dataset, monkeypatch):
-  train(TINY_RUN, tiny_dataset, q_agent, tmp_path / "straight", progress=False)
+def test_resume_after_a_kill_continues_with_identical_params(tmp_path, pong_q_agent, tiny_dataset, monkeypatch):
+  train(TINY_RUN, tiny_dataset, pong_q_agent, tmp_path / "straight", progress=False)
   # The same run killed after step 5: its last checkpoint is step 4, and step 5 is lost.
   real_batches = generator_train.batches
 
@@ -149,9 +143,9 @@ def test_resume_after_a_kill_continues_with_identical_params(tmp_path, q_agent, 
 
   monkeypatch.setattr(generator_train, "batches", dies_after_five)
   with pytest.raises(KeyboardInterrupt):
-    train(TINY_RUN, tiny_dataset, q_agent, tmp_path / "killed", progress=False)
+    train(TINY_RUN, tiny_dataset, pong_q_agent, tmp_path / "killed", progress=False)
   monkeypatch.setattr(generator_train, "batches", real_batches)
-  train(TINY_RUN, tiny_dataset, q_agent, tmp_path / "killed", resume=True, progress=False)
+  train(TINY_RUN, tiny_dataset, pong_q_agent, tmp_path / "killed", resume=True, progress=False)
   jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path / "killed"), params_of(tmp_path / "straight"))
   steps = [int(row.split(",")[0]) for row in (tmp_path / "killed" / "curve.csv").read_text().splitlines()[1:]]
   assert steps == [1, 2, 3, 4, 5, 6]
@@ -195,20 +189,20 @@ def test_data_parallel_step_on_four_virtual_devices_equals_one_device(pong_q_age
   assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, q_agent, tiny_dataset):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, pong_q_agent, tiny_dataset):
   config = dataclasses.replace(TINY_RUN, lr=1e12, checkpoint_every=1, total_steps=50)
   with pytest.raises(UserError, match=r"the loss became non-finite at step (\d+) \(term (L_p|L_a|KL|loss)\); the last "
                                       r"good checkpoint \(step \d+\) is kept"):
-    train(config, tiny_dataset, q_agent, tmp_path / "nan", progress=False)
+    train(config, tiny_dataset, pong_q_agent, tmp_path / "nan", progress=False)
   kept = params_of(tmp_path / "nan")
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(kept))
 
 
-def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_dataset, q_agent):
+def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_dataset, pong_q_agent):
   config = tmp_path / "tiny.yaml"
   config.write_text(TINY_YAML)
   other_agent = tmp_path / "other-agent"
-  save_agent(other_agent, Agent(q_agent.spec, q_agent.spec.init(jax.random.key(7)), {}))
+  save_agent(other_agent, Agent(pong_q_agent.spec, pong_q_agent.spec.init(jax.random.key(7)), {}))
   base = ["train-generator", "--config", str(config), "--dataset", str(tiny_dataset.path), "--quiet"]
   run = tmp_path / "run"
   assert main(base + ["--agent", str(pong_q_agent_path), "--out", str(run)]) == 0
@@ -227,8 +221,8 @@ def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_da
   assert files_digest(run) == before
 
 
-def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pong_q_agent_path, q_agent):
-  spec = generator_spec(CONFIG, q_agent)
+def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pong_q_agent_path, pong_q_agent):
+  spec = generator_spec(CONFIG, pong_q_agent)
   save_generator(tmp_path / "gen", GeneratorBundle(spec, spec.init(jax.random.key(0))))
   with pytest.raises(UserError, match="has latent_dim 8, the config says 100"):
     load_generator(tmp_path / "gen", expect=dataclasses.replace(spec, latent_dim=100))
@@ -241,15 +235,15 @@ def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pon
   assert "makes 64x64x12 images" in err and err.strip().count("\n") == 0, err
 
 
-def test_fidelity_equals_a_direct_computation(q_agent, tiny_dataset):
-  spec = generator_spec(CONFIG, q_agent)
+def test_fidelity_equals_a_direct_computation(pong_q_agent, tiny_dataset):
+  spec = generator_spec(CONFIG, pong_q_agent)
   generator = GeneratorBundle(spec, spec.init(jax.random.key(1)))
-  got = fidelity(q_agent, generator, tiny_dataset, num=40, batch=16)
+  got = fidelity(pong_q_agent, generator, tiny_dataset, num=40, batch=16)
   idx = np.sort(np.random.default_rng(0).choice(len(tiny_dataset), 40, replace=False))
   colour, gray = tiny_dataset["colour"][idx], tiny_dataset["gray"][idx]
   recon = np.asarray(generator.spec.network().apply(generator.variables, colour / np.float32(255), train=False)["colour"])
   view = np.asarray(to_agent_view(recon))
-  real_q, recon_q = (np.asarray(q_agent.spec.apply(q_agent.params, v)["q"]) for v in (gray, view))
+  real_q, recon_q = (np.asarray(pong_q_agent.spec.apply(pong_q_agent.params, v)["q"]) for v in (gray, view))
   error = ((recon - colour / 255.0) ** 2).mean(-1)
   salient = tiny_dataset["mask"][idx] > 0.5
   np.testing.assert_allclose(got["action_agreement"], np.mean(real_q.argmax(1) == recon_q.argmax(1)))

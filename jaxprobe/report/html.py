@@ -106,7 +106,7 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     bars = np.concatenate([bars, np.full((30, img.shape[1] - 168, 3), 24, np.uint8)], axis=1)
     tiles.append(np.concatenate([img, bars], axis=0))
     captions.append(f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}")
-  return dict(run=run, novelty=nov.summary(), gauges=gauge_summary(colour, agent.spec.env_id),
+  return dict(run=run, novelty=nov.summary(), spread=spread(gray), gauges=gauge_summary(colour, agent.spec.env_id),
               sheet=grid(tiles, captions, cols=2, caption_height=16),
               histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
               by_energy=by_energy is not None)
@@ -143,8 +143,7 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
       sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show)
       r, nov = sec["run"], sec["novelty"]
       summary_rows.append((name, r["space"], r["num"], r["energy_start_mean"], r["energy_end_mean"],
-                           nov["mean_fraction_different"], spread(np.load(Path(run["path"]) / t["folder"] / "gray.npy")),
-                           sec["gauges"]))
+                           nov["mean_fraction_different"], sec["spread"], sec["gauges"]))
       parts.append(f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
                    f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
                    f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "

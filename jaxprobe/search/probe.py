@@ -69,6 +69,7 @@ class ProbeResult(NamedTuple):
   curve: np.ndarray          # (steps,) mean energy
   seconds: float             # the search itself, compilation excluded
   compile_s: float = 0.0
+  spread: float = 0.0        # mean squared difference between two found states (evaluate.novelty.spread)
 
 
 def total_variation(x: jnp.ndarray) -> jnp.ndarray:
@@ -156,9 +157,10 @@ def probe_target(agent: Agent, generator: GeneratorBundle | None, target: Target
     gray = np.asarray(255.0 * jax.nn.sigmoid(result.v))
     colour = np.repeat(np.round(gray).astype(np.uint8).transpose(0, 2, 3, 1), 3, axis=-1)
   outputs = jax.device_get(jax.jit(agent.spec.apply)(agent.params, gray))
-  return ProbeResult(target.name, target.reads, np.asarray(result.v), colour, np.round(gray).astype(np.uint8),
+  view = np.round(gray).astype(np.uint8)
+  return ProbeResult(target.name, target.reads, np.asarray(result.v), colour, view,
                      outputs, np.asarray(greedy_actions(agent.spec, outputs)), result.energy_start,
-                     result.energy_end, result.curve, seconds, result.compile_s)
+                     result.energy_end, result.curve, seconds, result.compile_s, spread(view))
 
 
 def probe(agent: Agent, generator: GeneratorBundle | None, targets: Sequence[str], config: ProbeConfig,
@@ -218,7 +220,7 @@ def write_run(out: str | Path, agent: Agent, generator: GeneratorBundle | None, 
     record = dict(target=r.target, reads=r.reads, space=config.space, num=len(r.gray), steps=config.steps,
                   energy_start_mean=float(r.energy_start.mean()), energy_end_mean=float(r.energy_end.mean()),
                   energy_end_best=float(r.energy_end.min()), greedy_action_histogram=hist,
-                  spread=spread(r.gray),
+                  spread=r.spread,
                   seconds=round(r.seconds, 2), compile_s=round(r.compile_s, 2), state_steps_per_s=round(len(r.gray) * config.steps / r.seconds, 1),
                   states_per_s=round(len(r.gray) / r.seconds, 2), best_first=order.tolist(),
                   energy_start=r.energy_start.round(5).tolist(), energy_end=r.energy_end.round(5).tolist(),
@@ -260,7 +262,7 @@ def summary_table(results: Sequence[ProbeResult]) -> str:
     steps = len(r.curve)
     lines.append(f"{r.target:14s} {r.energy_start.mean():14.3f} {r.energy_end.mean():13.3f} {r.seconds:9.2f} "
                  f"{r.compile_s:9.2f} {len(r.gray) / r.seconds:9.1f} {len(r.gray) * steps / r.seconds:14.0f} "
-                 f"{spread(r.gray):8.1e}  "
+                 f"{r.spread:8.1e}  "
                  f"{' '.join(f'{a}:{n}' for a, n in enumerate(hist) if n)}")
   lines.append("(spread: mean squared difference between two found states, in [0, 1] units; near 0: one state)")
   return "\n".join(lines)
