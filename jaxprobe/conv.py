@@ -54,7 +54,7 @@ def conv_module(impl: str = "auto") -> Callable[..., nn.Module]:
 
 def conv_transpose_module(impl: str = "auto") -> Callable[..., nn.Module]:
   """A factory with `nn.ConvTranspose`'s signature and parameters (no `transpose_kernel`)."""
-  return nn.ConvTranspose if resolve_conv_impl(impl) == "xla" else ConvTranspose
+  return functools.partial(ConvTranspose, impl=resolve_conv_impl(impl))
 
 
 def space_to_depth(x: jnp.ndarray, sy: int, sx: int) -> jnp.ndarray:
@@ -108,29 +108,126 @@ def _fold_strides(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int]):
   return space_to_depth(x, sy, sx), w.reshape(fy, fx, sy * sx * w.shape[4], w.shape[5])
 
 
-def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
-                   padding: str | Sequence[tuple[int, int]], precision=None) -> jnp.ndarray:
-  """`lax.conv_transpose` (NHWC, HWIO, `transpose_kernel=False`) as sub-pixel convolution.
+Window = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right)), ends exclusive
 
-  Output row `s*m + r` reads input rows `m + d` through kernel tap `s*d + pad_lo - r`;
-  gathering those taps gives a stride-1 kernel with `s*s*O` outputs, and depth-to-space
-  interleaves its phases. Gradients flow through the gather back to the HWIO kernel.
+
+def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
+                   padding: str | Sequence[tuple[int, int]], precision=None, *, window: Window | None = None,
+                   origin: tuple[int, int] = (0, 0), in_size: tuple[int, int] | None = None,
+                   impl: str = "fast") -> jnp.ndarray:
+  """`lax.conv_transpose` (NHWC, HWIO, `transpose_kernel=False`), one convolution per output phase.
+
+  Output row `s*m + r` reads input rows `m + d` through kernel tap `s*d + pad_lo - r`: each
+  phase r is a stride-1 convolution with just the taps that exist for it (2 of a 4x4 / stride-2
+  kernel's 4 per axis), so the work is the transposed convolution's, with no product against
+  an inserted zero, and `depth_to_space` interleaves the phases.
+
+  `window` computes only that part of the output (the rest is never computed); `x` may then
+  hold only rows `origin[0]..` and columns `origin[1]..` of an input of `in_size`, as long as
+  it covers the rows `input_window` names (zeros outside the full input are implied).
   """
   (sy, sx), (ky, kx) = tuple(strides), kernel.shape[:2]
+  in_size = tuple(in_size or x.shape[1:3])
   if isinstance(padding, str):
     padding = [_conv_transpose_pads(k, s, padding) for k, s in ((ky, sy), (kx, sx))]
-  taps_y, lo_y, hi_y, m_y = _subpixel_taps(x.shape[1], ky, sy, *padding[0])
-  taps_x, lo_x, hi_x, m_x = _subpixel_taps(x.shape[2], kx, sx, *padding[1])
-  kernel = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # tap index k reads zeros
-  w = kernel[taps_y][:, :, taps_x]  # (dy, sy, dx, sx, I, O)
-  w = w.transpose(0, 2, 4, 1, 3, 5).reshape(taps_y.shape[0], taps_x.shape[0], kernel.shape[2], -1)
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (lo_y, hi_y, 0), (lo_x, hi_x, 0), (0, 0, 0)])
-  y = depth_to_space(conv_valid(x, w, precision), sy, sx)
-  return y[:, :m_y, :m_x]
+  rows = _transpose_phases(ky, sy, padding[0][0])
+  cols = _transpose_phases(kx, sx, padding[1][0])
+  if window is None:
+    window = tuple((0, (n - 1) * s + 1 + lo + hi - k + 1)
+                   for n, s, k, (lo, hi) in zip(in_size, (sy, sx), (ky, kx), padding))
+  kernels = [[kernel[np.array(ty)][:, np.array(tx)] for _, tx in cols] for _, ty in rows]
+  return _phase_conv(x, kernels, [(d, len(t)) for d, t in rows], [(d, len(t)) for d, t in cols],
+                     window, origin, in_size, impl, precision)
 
 
-def _conv_transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
+def subpixel_conv(x: jnp.ndarray, kernel: jnp.ndarray, scale: int, precision=None, *,
+                  bias: jnp.ndarray | None = None, window: Window | None = None, origin: tuple[int, int] = (0, 0),
+                  in_size: tuple[int, int] | None = None, impl: str = "fast") -> jnp.ndarray:
+  """A SAME stride-1 convolution to `scale**2 * O` channels (plus `bias`) followed by
+  `depth_to_space`, with `window`, `origin` and `in_size` as in `conv_transpose`."""
+  (ky, kx), in_size = kernel.shape[:2], tuple(in_size or x.shape[1:3])
+  window = window or tuple((0, scale * n) for n in in_size)
+  o = kernel.shape[3] // scale**2
+  kernels = [[kernel[..., (r * scale + q) * o:(r * scale + q + 1) * o] for q in range(scale)] for r in range(scale)]
+  rows, cols = [(-((ky - 1) // 2), ky)] * scale, [(-((kx - 1) // 2), kx)] * scale
+  return _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision, bias)
+
+
+def input_window(window: Window, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]],
+                 in_size: tuple[int, int]) -> Window:
+  """The input rows and columns (within the input) that an output `window` of a phase
+  convolution reads; `rows`/`cols` give each phase's first input offset and tap count."""
+  return tuple((max(lo, 0), min(hi, n)) for (lo, hi), n in
+               zip((_axis_plan(window[0], rows)[2:], _axis_plan(window[1], cols)[2:]), in_size))
+
+
+def transpose_phases(k: int, s: int, padding: str | tuple[int, int]) -> list[tuple[int, int]]:
+  """(first input offset, tap count) of each output phase of a transposed convolution axis."""
+  return [(d, len(t)) for d, t in _transpose_phases(k, s, _conv_transpose_pads(k, s, padding)[0])]
+
+
+def _transpose_phases(k: int, s: int, pad_lo: int) -> list[tuple[int, list[int]]]:
+  """Per phase r: the first input offset d and the kernel taps s*d + pad_lo - r, d ascending."""
+  phases = []
+  for r in range(s):
+    d0 = -((pad_lo - r) // s)  # smallest d with s*d + pad_lo - r >= 0
+    taps = list(range(s * d0 + pad_lo - r, k, s))
+    if not taps:
+      raise ValueError(f"a kernel of {k} taps with stride {s} leaves output phase {r} empty")
+    phases.append((d0, taps))
+  return phases
+
+
+def _axis_plan(window: tuple[int, int], phases: Sequence[tuple[int, int]]) -> tuple[int, int, int, int]:
+  """Positions per phase [m0, m1) covering the window, and the input rows [lo, hi) they read."""
+  s, (start, stop) = len(phases), window
+  m0, m1 = start // s, -(-stop // s)
+  return m0, m1, m0 + min(d for d, _ in phases), m1 - 1 + max(d + n for d, n in phases)
+
+
+def _extend(x: jnp.ndarray, axis: int, origin: int, size: int, lo: int, hi: int) -> jnp.ndarray:
+  """Rows [lo, hi) of the zero-extended input, from `x` holding rows [origin, origin + len)."""
+  length = x.shape[axis]
+  if max(lo, 0) < origin or min(hi, size) > origin + length:
+    raise ValueError(f"input rows {lo}..{hi} are needed along axis {axis}, but x holds rows "
+                     f"{origin}..{origin + length} of {size}")
+  start, stop = lo - origin, hi - origin
+  x = lax.slice_in_dim(x, max(start, 0), min(stop, length), axis=axis)
+  pads = [(0, 0, 0)] * x.ndim
+  pads[axis] = (max(-start, 0), max(stop - length, 0), 0)
+  return lax.pad(x, jnp.zeros((), x.dtype), pads)
+
+
+def _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision, bias=None):
+  """Output pixel (s*m + r, t*n + q) is phase (r, q)'s VALID convolution of `kernels[r][q]` with
+  the input from row m + rows[r][0], column n + cols[q][0] (plus `bias`, phase-major like
+  `depth_to_space`'s channels): computed over `window` only."""
+  sy, sx = len(rows), len(cols)
+  m0y, m1y, loy, hiy = _axis_plan(window[0], rows)
+  m0x, m1x, lox, hix = _axis_plan(window[1], cols)
+  x = _extend(_extend(x, 1, origin[0], in_size[0], loy, hiy), 2, origin[1], in_size[1], lox, hix)
+  conv = (lambda x, w: conv_valid(x, w, precision)) if impl == "fast" else (
+      lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision))
+
+  def view(r, q):
+    (dy, ny), (dx, nx) = rows[r], cols[q]
+    return x[:, m0y + dy - loy:m1y + dy + ny - 1 - loy, m0x + dx - lox:m1x + dx + nx - 1 - lox]
+
+  if len(set(rows)) == 1 and len(set(cols)) == 1:  # one convolution for all phases
+    y = conv(view(0, 0), jnp.concatenate([k for row in kernels for k in row], axis=-1))
+  else:
+    y = jnp.stack([jnp.stack([conv(view(r, q), kernels[r][q]) for q in range(sx)], 3) for r in range(sy)], 3)
+    y = y.reshape(*y.shape[:3], -1)
+  if bias is not None:
+    y = y + bias
+  y = depth_to_space(y, sy, sx)
+  return y[:, window[0][0] - sy * m0y:window[0][1] - sy * m0y, window[1][0] - sx * m0x:window[1][1] - sx * m0x]
+
+
+def _conv_transpose_pads(k: int, s: int, padding) -> tuple[int, int]:
   """The (low, high) padding of the dilated input that `lax.conv_transpose` uses."""
+  if not isinstance(padding, str):
+    return tuple(padding)
   if padding == "SAME":
     total, lo = k + s - 2, (k - 1 if s > k - 1 else -(-(k + s - 2) // 2))
   elif padding == "VALID":
@@ -140,25 +237,12 @@ def _conv_transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
   return lo, total - lo
 
 
-def _subpixel_taps(n: int, k: int, s: int, pad_lo: int, pad_hi: int):
-  """For one axis: kernel tap per (offset d, phase r), input padding (lo, hi), output length.
-
-  Phase r's m-th output reads inputs m + d_min .. m + d_max; padding by (-d_min, ...) lets a
-  VALID stride-1 convolution produce ceil(out / s) positions per phase.
-  """
-  out = (n - 1) * s + 1 + pad_lo + pad_hi - k + 1
-  d_min, d_max = -(pad_lo // s), (k - 1 + s - 1 - pad_lo) // s
-  d = np.arange(d_min, d_max + 1)[:, None]
-  taps = s * d + pad_lo - np.arange(s)[None, :]
-  taps = np.where((taps >= 0) & (taps < k), taps, k)
-  m = -(-out // s)  # output positions per phase
-  return taps, -d_min, m + d_max - n, out
-
-
 class ConvTranspose(nn.Module):
-  """`nn.ConvTranspose` (2-D, `transpose_kernel=False`) computed by `conv_transpose`.
+  """`nn.ConvTranspose` (2-D, `transpose_kernel=False`) computed by `conv_transpose`, per phase.
 
-  Same parameters (`kernel` HWIO, `bias`), so checkpoints move between implementations.
+  Same parameters (`kernel` HWIO, `bias`), so checkpoints move between implementations;
+  `impl` picks the convolutions inside ("fast": `conv_valid`, "xla": XLA's own). Called with
+  a `window`, computes only that part of the output (see `conv_transpose`).
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -168,15 +252,51 @@ class ConvTranspose(nn.Module):
   precision: lax.PrecisionLike = None
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
+  impl: str = "fast"
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
-    kernel = self.param("kernel", self.kernel_init, (*pair(self.kernel_size), x.shape[-1], self.features))
-    y = conv_transpose(x, kernel, pair(self.strides), self.padding, self.precision)
+  def __call__(self, x: jnp.ndarray, window: Window | None = None, origin: tuple[int, int] = (0, 0),
+               in_size: tuple[int, int] | None = None) -> jnp.ndarray:
+    kernel = self.param("kernel", self.kernel_init, (*_pair(self.kernel_size), x.shape[-1], self.features))
+    y = conv_transpose(x, kernel, _pair(self.strides), self.padding, self.precision, window=window,
+                       origin=origin, in_size=in_size, impl=self.impl)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
+
+  def input_window(self, window: Window, in_size: tuple[int, int]) -> Window:
+    """The input rows and columns an output `window` reads."""
+    pads = [self.padding] * 2 if isinstance(self.padding, str) else self.padding
+    rows, cols = (transpose_phases(k, s, p) for k, s, p in zip(_pair(self.kernel_size), _pair(self.strides), pads))
+    return input_window(window, rows, cols, in_size)
+
+
+class SubpixelConv(nn.Module):
+  """`nn.Conv(scale**2 * features, kernel_size, padding="SAME")` then `depth_to_space(scale)`,
+  with `nn.Conv`'s parameters, computed by `subpixel_conv` (windows as `ConvTranspose`)."""
+  features: int
+  kernel_size: int | Sequence[int] = (3, 3)
+  scale: int = 2
+  precision: lax.PrecisionLike = None
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+  impl: str = "fast"
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, window: Window | None = None, origin: tuple[int, int] = (0, 0),
+               in_size: tuple[int, int] | None = None) -> jnp.ndarray:
+    out = self.scale**2 * self.features
+    kernel = self.param("kernel", self.kernel_init, (*_pair(self.kernel_size), x.shape[-1], out))
+    bias = self.param("bias", self.bias_init, (out,))
+    return subpixel_conv(x, kernel, self.scale, self.precision, bias=bias, window=window, origin=origin,
+                         in_size=in_size, impl=self.impl)
+
+  def input_window(self, window: Window, in_size: tuple[int, int]) -> Window:
+    return input_window(window, *([(-((k - 1) // 2), k)] * self.scale for k in _pair(self.kernel_size)), in_size)
+
+
+def _pair(v):
+  return (v, v) if isinstance(v, int) else tuple(v)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -91,12 +91,50 @@ def test_batch_chunks_and_remainder(monkeypatch):
   assert_close(value_and_grads(ours, params, x), value_and_grads(ref, params, x))
 
 
+@pytest.mark.parametrize("impl", ["fast", "xla"])
 @pytest.mark.parametrize("size,k,s,pad", [(7, 4, 2, "VALID"), (6, 3, 2, "SAME"), (6, 5, 3, ((1, 2), (0, 3))), (5, 3, 1, "SAME")])
-def test_conv_transpose_matches_lax(size, k, s, pad):
-  x, w = random((2, size, size, 3)), random((k, k, 3, 4), seed=1)
+def test_conv_transpose_matches_lax(size, k, s, pad, impl):
+  x, w = random((2, size, size + 1, 3)), random((k, k, 3, 4), seed=1)
   ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_transpose(x, w, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))))
-  ours = lambda x, w: jnp.sum(jnp.sin(fast.conv_transpose(x, w, (s, s), pad)))
+  ours = lambda x, w: jnp.sum(jnp.sin(fast.conv_transpose(x, w, (s, s), pad, impl=impl)))
   assert_close(jax.value_and_grad(ours, (0, 1))(x, w), jax.value_and_grad(ref, (0, 1))(x, w))
+
+
+def transpose_ref(x, w):
+  return lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
+
+
+def subpixel_ref(x, w):
+  y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
+  n, h, wd, c = y.shape
+  return y.reshape(n, h, wd, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * wd, c // 4)
+
+
+@pytest.mark.parametrize("impl", ["fast", "xla"])
+@pytest.mark.parametrize("layout", ["transpose", "subpixel"])
+def test_output_window_from_an_input_window(layout, impl):
+  # An output window computed from just the input rows and columns it reads (as the
+  # generator's decoder chains them) equals that part of the whole output, with gradients.
+  window, size = ((5, 23), (3, 14)), (13, 9)
+  if layout == "transpose":
+    module, w, ref = fast.ConvTranspose(4, (4, 4), strides=(2, 2), impl=impl), random((4, 4, 3, 4), 1), transpose_ref
+    layer = lambda x, w, **kw: fast.conv_transpose(x, w, (2, 2), "SAME", "highest", impl=impl, **kw)
+  else:
+    module, w, ref = fast.SubpixelConv(4, impl=impl), random((3, 3, 3, 16), 1), subpixel_ref
+    layer = lambda x, w, **kw: fast.subpixel_conv(x, w, 2, "highest", impl=impl, **kw)
+  (top, bottom), (left, right) = module.input_window(window, size)
+  x = random((2, *size, 3))
+  part = x[:, top:bottom, left:right]
+  ours = lambda x, w: layer(x, w, window=window, origin=(top, left), in_size=size)
+  full = lambda x, w: ref(x, w)[:, 5:23, 3:14]
+  probe = random((2, 18, 11, 4), seed=2)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w) * probe)
+  assert_close(ours(part, w), full(x, w))
+  dx, dw = jax.grad(loss(full), (0, 1))(x, w)
+  assert_close(jax.grad(loss(ours), (0, 1))(part, w), (dx[:, top:bottom, left:right], dw))
+  assert float(jnp.abs(dx).sum()) == pytest.approx(float(jnp.abs(dx[:, top:bottom, left:right]).sum()))
+  with pytest.raises(ValueError, match="needed"):  # an input window one row short
+    layer(part[:, 1:], w, window=window, origin=(top + 1, left), in_size=size)
 
 
 @pytest.mark.parametrize("size,k,s,pad", [(13, 5, 3, "SAME"), (11, 3, 2, ((2, 0), (1, 3))), (9, 2, 1, "VALID")])

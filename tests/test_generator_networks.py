@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from jaxprobe.generator.networks import GRAY_WEIGHTS, Generator, to_agent_view
 
@@ -73,6 +74,51 @@ def test_fast_and_xla_generators_agree(model, colour):
   np.testing.assert_allclose(c_fast, c_xla, atol=1e-5)
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
     np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-7)
+
+
+def full_decode(params, batch_stats, z, upsample, train):
+  """The decoder written plainly: every layer on its whole map, batch norm, crop at the end."""
+  dn = ("NHWC", "HWIO", "NHWC")
+  x = jax.nn.relu(z @ params["dec_dense"]["kernel"] + params["dec_dense"]["bias"]).reshape(len(z), 8, 8, -1)
+  for i in range(4):
+    p = params[f"dec_ups_{i}"]
+    if upsample == "transpose":
+      x = lax.conv_transpose(x, p["kernel"], (2, 2), "SAME", dimension_numbers=dn, precision="highest") + p["bias"]
+    else:
+      y = lax.conv_general_dilated(x, p["kernel"], (1, 1), "SAME", dimension_numbers=dn, precision="highest") + p["bias"]
+      n, h, w, c = y.shape
+      x = y.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c // 4)
+    if i < 3:
+      stats = batch_stats[f"dec_norms_{i}"]
+      mean, var = (x.mean((0, 1, 2)), x.var((0, 1, 2))) if train else (stats["mean"], stats["var"])
+      norm = params[f"dec_norms_{i}"]
+      x = jax.nn.relu((x - mean) / jnp.sqrt(var + 1e-5) * norm["scale"] + norm["bias"])
+  return jax.nn.sigmoid(x)[:, 22:106, 22:106]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_decoder_computes_only_the_crop_but_equals_the_whole_decoder(model, train):
+  # The decoder skips the pixels the crop drops (all layers when batch norm uses running
+  # statistics, the last one in training): the result must be the full decoder's crop.
+  gen, variables = model
+  stats = jax.tree.map(lambda s: s + 0.5, variables["batch_stats"])  # not the init's 0 / 1
+  z = jnp.asarray(np.random.RandomState(2).standard_normal((N, 100)), jnp.float32)
+  decode = lambda p, z: gen.apply({"params": p, "batch_stats": stats}, z, train, method=gen.decode,
+                                  mutable=["batch_stats"] if train else False)
+  ours = decode(variables["params"], z)
+  ours = ours[0] if train else ours
+  expected = full_decode(variables["params"], stats, z, gen.upsample, train)
+  np.testing.assert_allclose(ours, expected, atol=1e-5)
+  probe = jnp.asarray(np.random.RandomState(3).standard_normal(expected.shape), jnp.float32)
+  out = lambda p, z: decode(p, z)[0] if train else decode(p, z)
+  grads = jax.grad(lambda p, z: jnp.sum(out(p, z) * probe), (0, 1))(variables["params"], z)
+  expected_grads = jax.grad(lambda p, z: jnp.sum(full_decode(p, stats, z, gen.upsample, train) * probe), (0, 1))(
+      variables["params"], z)
+  before_norm = {f"['dec_ups_{i}']['bias']" for i in range(3)} if train else set()
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(expected_grads)):
+    name = jax.tree_util.keystr(path[1:])
+    if name not in before_norm:  # a bias before batch norm has no gradient: both sides are rounding noise
+      np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, err_msg=name)
 
 
 def test_to_agent_view_is_the_weighted_sum():

@@ -17,6 +17,11 @@ Colour stacks are `(N, 84, 84, 12)` NHWC in [0, 1], channel `3 * frame + c` with
 (`ConvTranspose` 4x4 / stride 2, HWIO kernel `(4, 4, I, O)`) or "subpixel" (conv 3x3 to
 4*O channels, then depth-to-space). `conv_impl` ("auto" | "fast" | "xla", see
 `jaxprobe.conv`) only changes how the same parameters are computed with.
+
+The decoder computes only the pixels that survive the crop: the last layer only the 84x84
+window, and, with batch norm on running statistics (`train=False`, as in the search),
+every layer only the rows and columns the next one reads (about half the decoder's work).
+In training, batch statistics need the whole maps of the normalised layers.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprobe.conv import conv_module, conv_transpose_module, depth_to_space
+from jaxprobe.conv import SubpixelConv, conv_module, conv_transpose_module, resolve_conv_impl
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _DECODER_SIZE = 8  # 8 * 2**4 = 128, cropped to 84
@@ -38,11 +43,6 @@ def to_agent_view(colour_stack: jnp.ndarray) -> jnp.ndarray:
   n, h, w, c = colour_stack.shape
   gray = colour_stack.reshape(n, h, w, c // 3, 3) @ jnp.asarray(GRAY_WEIGHTS, colour_stack.dtype)
   return 255.0 * jnp.transpose(gray, (0, 3, 1, 2))
-
-
-def centre_crop(x: jnp.ndarray, size: int) -> jnp.ndarray:
-  top, left = (x.shape[1] - size) // 2, (x.shape[2] - size) // 2
-  return x[:, top:top + size, left:left + size]
 
 
 class Generator(nn.Module):
@@ -69,7 +69,7 @@ class Generator(nn.Module):
   def _upsampler(self, features: int) -> nn.Module:
     if self.upsample == "transpose":
       return conv_transpose_module(self.conv_impl)(features, (4, 4), strides=(2, 2), padding="SAME")
-    return conv_module(self.conv_impl)(4 * features, (3, 3), padding="SAME")
+    return SubpixelConv(features, (3, 3), scale=2, impl=resolve_conv_impl(self.conv_impl))
 
   def encode(self, colour_stack: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(N, 84, 84, 12) in [0, 1] -> mean, log-variance, each (N, latent_dim)."""
@@ -82,13 +82,24 @@ class Generator(nn.Module):
   def decode(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """(N, latent_dim) -> colour stack (N, 84, 84, 12) in [0, 1]."""
     x = nn.relu(self.dec_dense(z)).reshape(z.shape[0], _DECODER_SIZE, _DECODER_SIZE, self.widths[-1])
+    windows, origin = self._decoder_windows(train), (0, 0)
     for i, up in enumerate(self.dec_ups):
-      x = up(x)
-      if self.upsample == "subpixel":
-        x = depth_to_space(x, 2, 2)
+      x = up(x, window=windows[i], origin=origin, in_size=(_DECODER_SIZE << i,) * 2)
+      origin = (windows[i][0][0], windows[i][1][0])
       if i < len(self.dec_norms):
         x = nn.relu(self.dec_norms[i](x, use_running_average=not train))
-    return centre_crop(nn.sigmoid(x), _FRAME_SIZE)
+    return nn.sigmoid(x)
+
+  def _decoder_windows(self, train: bool):
+    """Per upsampling layer, the output window to compute: the crop for the last layer, then
+    back to front what each layer reads (whole maps for layers whose batch statistics count)."""
+    n = len(self.dec_ups)
+    top = ((_DECODER_SIZE << n) - _FRAME_SIZE) // 2
+    windows = [((top, top + _FRAME_SIZE),) * 2]
+    for i in reversed(range(n - 1)):
+      size = _DECODER_SIZE << (i + 1)
+      windows.insert(0, ((0, size),) * 2 if train else self.dec_ups[i + 1].input_window(windows[0], (size, size)))
+    return windows
 
   def __call__(self, colour_stack: jnp.ndarray, train: bool = False,
                sample: bool | None = None) -> dict[str, jnp.ndarray]:
