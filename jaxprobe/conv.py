@@ -4,8 +4,8 @@ On XLA:CPU (jax 0.10) convolution weight gradients, strided and transposed convo
 are slow, and unpadded convolutions go to YNNPACK, which runs them 2-4x slower than XLA's
 own kernel on this machine (benchmarks/README.md). Here every convolution becomes a
 stride-1 VALID convolution (padding applied first, strides folded into channels by
-space-to-depth, a transposed convolution as a sub-pixel convolution followed by
-depth-to-space) with a `custom_vjp`: forward and input gradient are forward convolutions
+space-to-depth; a transposed convolution as one convolution per output phase, interleaved
+by depth-to-space, optionally over an output window only) with a `custom_vjp`: forward and input gradient are forward convolutions
 in NHWC kept off YNNPACK, and the weight gradient is one matrix product per kernel tap,
 over the batch in cache-sized chunks.
 
