@@ -124,20 +124,18 @@ def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
 
   `window` computes only that part of the output (the rest is never computed); `x` may then
   hold only rows `origin[0]..` and columns `origin[1]..` of an input of `in_size`, as long as
-  it covers the rows `input_window` names (zeros outside the full input are implied).
+  it covers the rows `ConvTranspose.input_window` names (zeros outside the full input are implied).
   """
   (sy, sx), (ky, kx) = tuple(strides), kernel.shape[:2]
   in_size = tuple(in_size or x.shape[1:3])
   if isinstance(padding, str):
     padding = [_conv_transpose_pads(k, s, padding) for k, s in ((ky, sy), (kx, sx))]
-  rows = _transpose_phases(ky, sy, padding[0][0])
-  cols = _transpose_phases(kx, sx, padding[1][0])
+  rows, cols = _transpose_phases(ky, sy, padding[0]), _transpose_phases(kx, sx, padding[1])
   if window is None:
     window = tuple((0, (n - 1) * s + 1 + lo + hi - k + 1)
                    for n, s, k, (lo, hi) in zip(in_size, (sy, sx), (ky, kx), padding))
   kernels = [[kernel[np.array(ty)][:, np.array(tx)] for _, tx in cols] for _, ty in rows]
-  return _phase_conv(x, kernels, [(d, len(t)) for d, t in rows], [(d, len(t)) for d, t in cols],
-                     window, origin, in_size, impl, precision)
+  return _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision)
 
 
 def subpixel_conv(x: jnp.ndarray, kernel: jnp.ndarray, scale: int, precision=None, *,
@@ -149,40 +147,40 @@ def subpixel_conv(x: jnp.ndarray, kernel: jnp.ndarray, scale: int, precision=Non
   window = window or tuple((0, scale * n) for n in in_size)
   o = kernel.shape[3] // scale**2
   kernels = [[kernel[..., (r * scale + q) * o:(r * scale + q + 1) * o] for q in range(scale)] for r in range(scale)]
-  rows, cols = [(-((ky - 1) // 2), ky)] * scale, [(-((kx - 1) // 2), kx)] * scale
+  rows, cols = _subpixel_phases(ky, scale), _subpixel_phases(kx, scale)
   return _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision, bias)
 
 
-def input_window(window: Window, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]],
-                 in_size: tuple[int, int]) -> Window:
+def _input_window(window: Window, rows, cols, in_size: tuple[int, int]) -> Window:
   """The input rows and columns (within the input) that an output `window` of a phase
-  convolution reads; `rows`/`cols` give each phase's first input offset and tap count."""
+  convolution with these `rows` and `cols` phases reads."""
   return tuple((max(lo, 0), min(hi, n)) for (lo, hi), n in
                zip((_axis_plan(window[0], rows)[2:], _axis_plan(window[1], cols)[2:]), in_size))
 
 
-def transpose_phases(k: int, s: int, padding: str | tuple[int, int]) -> list[tuple[int, int]]:
-  """(first input offset, tap count) of each output phase of a transposed convolution axis."""
-  return [(d, len(t)) for d, t in _transpose_phases(k, s, _conv_transpose_pads(k, s, padding)[0])]
-
-
-def _transpose_phases(k: int, s: int, pad_lo: int) -> list[tuple[int, list[int]]]:
-  """Per phase r: the first input offset d and the kernel taps s*d + pad_lo - r, d ascending."""
-  phases = []
+def _transpose_phases(k: int, s: int, padding: str | tuple[int, int]) -> list[tuple[int, tuple[int, ...]]]:
+  """Per output phase r of a transposed-convolution axis: the first input offset d and the
+  kernel taps s*d + pad_lo - r that phase reads, d ascending."""
+  pad_lo, phases = _conv_transpose_pads(k, s, padding)[0], []
   for r in range(s):
     d0 = -((pad_lo - r) // s)  # smallest d with s*d + pad_lo - r >= 0
-    taps = list(range(s * d0 + pad_lo - r, k, s))
+    taps = tuple(range(s * d0 + pad_lo - r, k, s))
     if not taps:
       raise ValueError(f"a kernel of {k} taps with stride {s} leaves output phase {r} empty")
     phases.append((d0, taps))
   return phases
 
 
+def _subpixel_phases(k: int, scale: int) -> list[tuple[int, tuple[int, ...]]]:
+  """A SAME k-tap convolution before depth-to-space: every phase reads all taps from -(k-1)//2."""
+  return [(-((k - 1) // 2), tuple(range(k)))] * scale
+
+
 def _axis_plan(window: tuple[int, int], phases: Sequence[tuple[int, int]]) -> tuple[int, int, int, int]:
   """Positions per phase [m0, m1) covering the window, and the input rows [lo, hi) they read."""
   s, (start, stop) = len(phases), window
   m0, m1 = start // s, -(-stop // s)
-  return m0, m1, m0 + min(d for d, _ in phases), m1 - 1 + max(d + n for d, n in phases)
+  return m0, m1, m0 + min(d for d, _ in phases), m1 - 1 + max(d + len(taps) for d, taps in phases)
 
 
 def _extend(x: jnp.ndarray, axis: int, origin: int, size: int, lo: int, hi: int) -> jnp.ndarray:
@@ -210,8 +208,8 @@ def _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision
       lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision))
 
   def view(r, q):
-    (dy, ny), (dx, nx) = rows[r], cols[q]
-    return x[:, m0y + dy - loy:m1y + dy + ny - 1 - loy, m0x + dx - lox:m1x + dx + nx - 1 - lox]
+    (dy, ty), (dx, tx) = rows[r], cols[q]
+    return x[:, m0y + dy - loy:m1y + dy + len(ty) - 1 - loy, m0x + dx - lox:m1x + dx + len(tx) - 1 - lox]
 
   if len(set(rows)) == 1 and len(set(cols)) == 1:  # one convolution for all phases
     y = conv(view(0, 0), jnp.concatenate([k for row in kernels for k in row], axis=-1))
@@ -267,8 +265,8 @@ class ConvTranspose(nn.Module):
   def input_window(self, window: Window, in_size: tuple[int, int]) -> Window:
     """The input rows and columns an output `window` reads."""
     pads = [self.padding] * 2 if isinstance(self.padding, str) else self.padding
-    rows, cols = (transpose_phases(k, s, p) for k, s, p in zip(_pair(self.kernel_size), _pair(self.strides), pads))
-    return input_window(window, rows, cols, in_size)
+    rows, cols = (_transpose_phases(k, s, p) for k, s, p in zip(_pair(self.kernel_size), _pair(self.strides), pads))
+    return _input_window(window, rows, cols, in_size)
 
 
 class SubpixelConv(nn.Module):
@@ -292,7 +290,8 @@ class SubpixelConv(nn.Module):
                          in_size=in_size, impl=self.impl)
 
   def input_window(self, window: Window, in_size: tuple[int, int]) -> Window:
-    return input_window(window, *([(-((k - 1) // 2), k)] * self.scale for k in _pair(self.kernel_size)), in_size)
+    """The input rows and columns an output `window` reads."""
+    return _input_window(window, *(_subpixel_phases(k, self.scale) for k in _pair(self.kernel_size)), in_size)
 
 
 def _pair(v):
