@@ -4,10 +4,11 @@ On XLA:CPU (jax 0.10) convolution weight gradients, strided and transposed convo
 are slow, and unpadded convolutions go to YNNPACK, which runs them 2-4x slower than XLA's
 own kernel on this machine (benchmarks/README.md). Here every convolution becomes a
 stride-1 VALID convolution (padding applied first, strides folded into channels by
-space-to-depth; a transposed convolution as one convolution per output phase, interleaved
-by depth-to-space, optionally over an output window only) with a `custom_vjp`: forward and input gradient are forward convolutions
+space-to-depth) with a `custom_vjp`: forward and input gradient are forward convolutions
 in NHWC kept off YNNPACK, and the weight gradient is one matrix product per kernel tap,
-over the batch in cache-sized chunks.
+over the batch in cache-sized chunks. A transposed convolution is one convolution per
+output phase, interleaved by depth-to-space, optionally over an output window only; its
+fast gradients are two matrix products against the output gradient's taps.
 
 Parameters are those of `nn.Conv` / `nn.ConvTranspose` exactly (HWIO kernels, `bias`):
 the implementation is chosen per backend (`resolve_conv_impl`) and never changes what
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
@@ -31,18 +33,20 @@ _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), o
 _CHUNK_BYTES = 1 << 20
 
 
-def resolve_conv_impl(impl: str = "auto") -> str:
-  """"auto" -> "xla" on every backend, for now.
+def resolve_conv_impl(impl: str = "auto", transposed: bool = False) -> str:
+  """"auto" -> "fast" for transposed convolutions on CPU, "xla" otherwise.
 
-  Under `jit` the fast path's gradients lose precision on XLA:CPU (weight gradient of the
-  Nature CNN's first layer off by 1e-3, input gradient by 1e-2 of its largest value, against
-  2e-6 for XLA's own; eager calls are exact: benchmarks/README.md). With the YNNPACK flag
-  that `import jaxprobe` sets, XLA's own convolutions are within 10% of the fast path's
-  speed, so they are the default until that is fixed; "fast" stays available.
+  A transposed convolution's "fast" gradient is two matrix products (`conv_transpose`): on
+  this CPU it saves XLA the per-phase layout copies of its own weight gradients (generator
+  training step about 10% faster, benchmarks/README.md). Other convolutions: with the
+  YNNPACK flag that `import jaxprobe` sets, XLA's own are within 10% of the fast path's
+  speed, so they stay the default; "fast" stays available. Accelerators: XLA's own.
   """
   if impl not in ("auto", "fast", "xla"):
     raise ValueError(f"conv impl must be 'auto', 'fast' or 'xla', got {impl!r}")
-  return "xla" if impl == "auto" else impl
+  if impl == "auto":
+    return "fast" if transposed and jax.default_backend() == "cpu" else "xla"
+  return impl
 
 
 def conv_module(impl: str = "auto") -> Callable[..., nn.Module]:
@@ -54,7 +58,7 @@ def conv_module(impl: str = "auto") -> Callable[..., nn.Module]:
 
 def conv_transpose_module(impl: str = "auto") -> Callable[..., nn.Module]:
   """A factory with `nn.ConvTranspose`'s signature and parameters (no `transpose_kernel`)."""
-  return functools.partial(ConvTranspose, impl=resolve_conv_impl(impl))
+  return functools.partial(ConvTranspose, impl=resolve_conv_impl(impl, transposed=True))
 
 
 def space_to_depth(x: jnp.ndarray, sy: int, sx: int) -> jnp.ndarray:
@@ -125,6 +129,9 @@ def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
   `window` computes only that part of the output (the rest is never computed); `x` may then
   hold only rows `origin[0]..` and columns `origin[1]..` of an input of `in_size`, as long as
   it covers the rows `ConvTranspose.input_window` names (zeros outside the full input are implied).
+
+  `impl`: "xla" differentiates the per-phase convolutions with XLA's own rules; "fast" keeps
+  their forward pass but computes the gradients as matrix products (`_conv_transpose_mm`).
   """
   (sy, sx), (ky, kx) = tuple(strides), kernel.shape[:2]
   in_size = tuple(in_size or x.shape[1:3])
@@ -134,8 +141,72 @@ def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
   if window is None:
     window = tuple((0, (n - 1) * s + 1 + lo + hi - k + 1)
                    for n, s, k, (lo, hi) in zip(in_size, (sy, sx), (ky, kx), padding))
+  if impl == "fast":
+    # Only the input rows the window reads go in: the matmul gradient works on all it is given.
+    (top, bottom), (left, right) = _input_window(window, rows, cols, in_size)
+    x = _extend(_extend(x, 1, origin[0], in_size[0], top, bottom), 2, origin[1], in_size[1], left, right)
+    pads = tuple(tuple(int(v) for v in p) for p in padding)
+    return _conv_transpose_mm(x, kernel, (sy, sx), pads, tuple(tuple(w) for w in window), (top, left), in_size,
+                              precision)
+  return _conv_transpose_phases(x, kernel, rows, cols, window, origin, in_size, precision)
+
+
+def _conv_transpose_phases(x, kernel, rows, cols, window, origin, in_size, precision):
   kernels = [[kernel[np.array(ty)][:, np.array(tx)] for _, tx in cols] for _, ty in rows]
-  return _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision)
+  return _phase_conv(x, kernels, rows, cols, window, origin, in_size, "xla", precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _conv_transpose_mm(x, kernel, strides, pads, window, origin, in_size, precision):
+  """XLA's per-phase convolutions, with gradients from one matrix of output-gradient taps.
+
+  Input row i meets output row s*i + pad_lo - t through kernel tap t. With P[i, t] the output
+  gradient at that row (zero outside the window), dW = X^T P and dX = P W^T, single matrix
+  products over every (row, column) position of `x`, which holds exactly the input rows
+  `origin[0]..` and columns `origin[1]..` that the window reads: no layout copy of `x` per
+  phase, which XLA's own weight gradients make here. When the kernel needs no gradient (the
+  latent search), P is not built and dX comes from XLA's input-gradient convolutions, faster
+  alone than P W^T (benchmarks/README.md).
+  """
+  rows, cols = (_transpose_phases(k, s, p) for k, s, p in zip(kernel.shape[:2], strides, pads))
+  return _conv_transpose_phases(x, kernel, rows, cols, window, origin, in_size, precision)
+
+
+def _conv_transpose_mm_fwd(x, kernel, strides, pads, window, origin, in_size, precision):
+  # symbolic_zeros: the primals come wrapped, with whether each needs a gradient.
+  x, (kernel, kernel_needs_grad) = x.value, (kernel.value, kernel.perturbed)
+  rows, cols = (_transpose_phases(k, s, p) for k, s, p in zip(kernel.shape[:2], strides, pads))
+  phases = lambda x: _conv_transpose_phases(x, kernel, rows, cols, window, origin, in_size, precision)
+  if kernel_needs_grad:
+    return phases(x), (x, kernel, None)
+  y, input_vjp = jax.vjp(phases, x)
+  return y, (x, kernel, input_vjp)
+
+
+def _conv_transpose_mm_bwd(strides, pads, window, origin, in_size, precision, res, g):
+  x, kernel, input_vjp = res
+  if isinstance(g, SymbolicZero):
+    return None, None
+  if input_vjp is not None:
+    return input_vjp(g)[0], None
+  (ky, kx, ci, co), (sy, sx) = kernel.shape, strides
+  n, hx, wx = x.shape[:3]
+  (ply, _), (plx, _) = pads
+  # Output rows that rows origin..origin+hx reach, and g padded (or cut) to exactly those.
+  first = (sy * origin[0] + ply - (ky - 1), sx * origin[1] + plx - (kx - 1))
+  last = (sy * (origin[0] + hx - 1) + ply, sx * (origin[1] + wx - 1) + plx)
+  g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (window[0][0] - first[0], last[0] + 1 - window[0][1], 0),
+                                          (window[1][0] - first[1], last[1] + 1 - window[1][1], 0), (0, 0, 0)])
+  taps = [lax.slice(g, (0, ky - 1 - ty, kx - 1 - tx, 0), (n, ky - ty + sy * (hx - 1), kx - tx + sx * (wx - 1), co),
+                    (1, sy, sx, 1)) for ty in range(ky) for tx in range(kx)]
+  p = jnp.stack(taps, 3).reshape(-1, ky * kx * co)
+  w = kernel.transpose(2, 0, 1, 3).reshape(ci, ky * kx * co)
+  dw = jnp.matmul(x.reshape(-1, ci).T, p, precision=precision).reshape(ci, ky, kx, co).transpose(1, 2, 0, 3)
+  dx = jnp.matmul(p, w.T, precision=precision).reshape(x.shape)
+  return dx.astype(x.dtype), dw.astype(kernel.dtype)
+
+
+_conv_transpose_mm.defvjp(_conv_transpose_mm_fwd, _conv_transpose_mm_bwd, symbolic_zeros=True)
 
 
 def subpixel_conv(x: jnp.ndarray, kernel: jnp.ndarray, scale: int, precision=None, *,

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.conv import SubpixelConv, conv_module, conv_transpose_module, resolve_conv_impl
+from jaxprobe.norm import BatchNorm
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _DECODER_SIZE = 8  # 8 * 2**4 = 128, cropped to 84
@@ -116,7 +117,7 @@ class Generator(nn.Module):
     return {"mean": mean, "logvar": logvar, "z": z, "colour": colour, "agent_view": to_agent_view(colour)}
 
 
-def _batch_norm() -> nn.BatchNorm:
+def _batch_norm() -> BatchNorm:
   # Momentum 0.9 is PyTorch's BatchNorm default (its momentum=0.1): running statistics
   # then follow the same schedule as in a PyTorch implementation of the paper's generator.
-  return nn.BatchNorm(momentum=0.9, epsilon=1e-5)
+  return BatchNorm(momentum=0.9, epsilon=1e-5)
