@@ -4,9 +4,9 @@ One step of the loss of METHOD.md 3, L = L_p + eta L_a + lambda KL (saliency-wei
 reconstruction, agent perception through a frozen Nature CNN, KL), then Adam, on the same
 batch (uint8 colour stacks, saliency masks and the agent's outputs on the real states, as
 jaxprobe's datasets store them):
-- jaxprobe: `jaxprobe.generator.train.make_train_step`, jitted, with its default config
-  ("subpixel" decoder, `conv_impl` auto) and with the "transpose" layout, the same
-  architecture as the PyTorch peer;
+- jaxprobe: `jaxprobe.generator.train.make_train_step`, jitted, `conv_impl` auto, with the
+  "transpose" layout (the default, and the PyTorch peer's architecture) and the "subpixel"
+  layout (the shipped Pong generators' and configs/generator_gpu.yaml's);
 - PyTorch eager: the same loss over torch_models.TorchGenerator (`ConvTranspose2d` decoder)
   with the weights of our "transpose" generator, Adam.
 

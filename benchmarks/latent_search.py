@@ -4,8 +4,8 @@ The search of METHOD.md 4: minimise E(z) = target(A(gray(G(z)))) + alpha * 0.5 |
 batch of latents with Adam. Compared:
 - jaxprobe: its own energy and search step (search_setup.py: `make_energy`, `make_step`,
   driven as `optimise` drives it on this backend), generator in the "transpose" layout;
-  and, as a second row, the "subpixel" layout that `jaxprobe train-generator` saves by
-  default (other weights of the same architecture family, so not checked for equality);
+  and, as a second row, the "subpixel" layout of the shipped Pong generators and of
+  configs/generator_gpu.yaml (other weights of the same architecture family, so not checked for equality);
 - PyTorch eager, as the paper's authors' code would run: a per-step Python loop, a
   `ConvTranspose2d` decoder, Adam over the batch of latents, the same weights copied from
   our Flax params (torch_models.py), fp32, no weight gradients;

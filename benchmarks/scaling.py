@@ -1,8 +1,8 @@
 """Latent search scaling: throughput vs batch size and vs devices, and FLOP/s against the matmul peak (issue 8).
 
 Three measurements of jaxprobe's own search step (search_setup.py: `make_energy`, `make_step`,
-driven as `optimise` drives it here), generator in the "subpixel" layout that
-`jaxprobe train-generator` saves, target T+-, fp32:
+driven as `optimise` drives it here), generator in the "subpixel" layout of the
+shipped Pong generators (`--layout transpose`: the CPU config's), target T+-, fp32:
 - batch curve: latent steps/s for batches 64 to 8192 on one device; batches above --chunk run
   as chunks of --chunk rows one after another, as `optimise` runs them;
 - achieved FLOP/s of each batch: XLA's own count of the compiled step's operations

@@ -44,7 +44,7 @@ class GeneratorConfig:
   lam: float = 1e-4        # KL weight
   latent_dim: int = 100
   widths: tuple[int, ...] = (32, 64, 128, 256)
-  upsample: Literal["transpose", "subpixel"] = "subpixel"
+  upsample: Literal["transpose", "subpixel"] = "transpose"
   conv_impl: Literal["auto", "fast", "xla"] = "auto"
   lr: float = 1e-3
   batch_size: int = 16
