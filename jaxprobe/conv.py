@@ -192,16 +192,21 @@ def _conv_transpose_mm_bwd(strides, pads, window, origin, in_size, precision, re
   (ky, kx, ci, co), (sy, sx) = kernel.shape, strides
   n, hx, wx = x.shape[:3]
   (ply, _), (plx, _) = pads
-  # Output rows that rows origin..origin+hx reach, and g padded (or cut) to exactly those.
+  # Output rows that rows origin..origin+hx reach, and g padded (or cut) to exactly those, then
+  # to whole blocks of s rows (kernels whose k is not a multiple of s get zero taps to fill them).
+  by, bx = -(-ky // sy), -(-kx // sx)
   first = (sy * origin[0] + ply - (ky - 1), sx * origin[1] + plx - (kx - 1))
-  last = (sy * (origin[0] + hx - 1) + ply, sx * (origin[1] + wx - 1) + plx)
+  last = (sy * (origin[0] + hx - 1) + ply + by * sy - ky, sx * (origin[1] + wx - 1) + plx + bx * sx - kx)
   g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (window[0][0] - first[0], last[0] + 1 - window[0][1], 0),
                                           (window[1][0] - first[1], last[1] + 1 - window[1][1], 0), (0, 0, 0)])
-  taps = [lax.slice(g, (0, ky - 1 - ty, kx - 1 - tx, 0), (n, ky - ty + sy * (hx - 1), kx - tx + sx * (wx - 1), co),
-                    (1, sy, sx, 1)) for ty in range(ky) for tx in range(kx)]
-  p = jnp.stack(taps, 3).reshape(-1, ky * kx * co)
-  w = kernel.transpose(2, 0, 1, 3).reshape(ci, ky * kx * co)
-  dw = jnp.matmul(x.reshape(-1, ci).T, p, precision=precision).reshape(ci, ky, kx, co).transpose(1, 2, 0, 3)
+  # P[i, t] = g[s*i + k-1-t]: in blocks of s rows (space-to-depth) the by blocks from block i hold
+  # every tap, so P is by x bx contiguous slices, taps k-1-t ordered block-major.
+  g = space_to_depth(g, sy, sx)
+  p = jnp.stack([g[:, ey:ey + hx, ex:ex + wx] for ey in range(by) for ex in range(bx)], 3).reshape(n * hx * wx, -1)
+  w = jnp.pad(kernel[::-1, ::-1], ((0, by * sy - ky), (0, bx * sx - kx), (0, 0), (0, 0)))
+  w = w.reshape(by, sy, bx, sx, ci, co).transpose(4, 0, 2, 1, 3, 5).reshape(ci, -1)
+  dw = jnp.matmul(x.reshape(-1, ci).T, p, precision=precision).reshape(ci, by, bx, sy, sx, co)
+  dw = dw.transpose(1, 3, 2, 4, 0, 5).reshape(by * sy, bx * sx, ci, co)[ky - 1::-1, kx - 1::-1]
   dx = jnp.matmul(p, w.T, precision=precision).reshape(x.shape)
   return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
