@@ -1,16 +1,16 @@
-"""Convolution gradients on this machine: jaxprobe.conv ("fast") vs XLA's own vs PyTorch eager.
+"""Convolution gradients on this machine: jaxprobe.conv ("fast", "hybrid") vs XLA's own vs PyTorch eager.
 
 Three groups, each timed in interleaved rounds (every variant once per round, so a burst
 of other work on the machine hits all variants alike), reporting the median round:
-- layers: forward, weight gradient, input gradient of every convolution shape we use;
+- layers: forward, weight gradient, input gradient of every convolution shape we use
+  ("hybrid", the CPU default for ordinary convolutions, only where it differs: strided ones);
 - nature: the Nature CNN parameter gradient (batch 256 is the PPO minibatch, and 32);
 - generator: one generator training step (encoder, decoder, crop, grayscale, perception
   loss through a frozen Nature CNN, Adam), batch 16 and 32.
 
-Before the nature group is timed, fast and XLA must give the same parameter gradient
-(--tolerance; the fast path's compiled gradients are off by about 1e-3, README). The timing
-harness, table and results.csv rows are common.py's; --quick times the nature group at
-batch 8, one round.
+Before the nature group is timed, fast, hybrid and XLA must give the same parameter gradient
+(--tolerance). The timing harness, table and results.csv rows are common.py's; --quick
+times the nature group at batch 8, one round.
 
   nice -n -10 .venv/bin/python benchmarks/conv_grad.py [--groups layers,nature,generator] [--rounds 7] [--quick]
 """
@@ -83,7 +83,7 @@ def bench_layers(batch: int, rounds: int):
     x = jnp.asarray(np.random.RandomState(0).rand(batch, size, size, cin), jnp.float32)
     kw = dict(strides=(s, s), padding=pad)
     mods = ({"fast": conv_transpose_module("fast"), "xla": nn.ConvTranspose} if transposed
-            else {"fast": conv_module("fast"), "xla": nn.Conv})
+            else {"fast": conv_module("fast"), "xla": nn.Conv, **({"hybrid": conv_module("hybrid")} if s > 1 else {})})
     params = mods["xla"](cout, (k, k), **kw).init(jax.random.PRNGKey(0), x[:1])
     ops = {impl: jax_layer_ops(m(cout, (k, k), **kw), x, params) for impl, m in mods.items()}
     xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
@@ -111,11 +111,11 @@ def jax_nature_grad(impl: str, params):
 
 
 def check_nature(grads: dict, batch: int, tol: float) -> None:
-  """fast and XLA must give the same parameter gradient (fast is off by ~1e-3 under jit: README)."""
-  diff = max(common.relative_difference(a, b) for a, b in zip(jax.tree.leaves(grads["fast"]),
-                                                               jax.tree.leaves(grads["xla"])))
-  print(f"check: Nature CNN parameter gradient, fast vs xla, batch {batch}: max relative difference {diff:.2e} "
-        f"(tolerance {tol:g})")
+  """fast, hybrid and XLA must give the same parameter gradient."""
+  diff = max(common.relative_difference(a, b) for impl in ("fast", "hybrid")
+             for a, b in zip(jax.tree.leaves(grads[impl]), jax.tree.leaves(grads["xla"])))
+  print(f"check: Nature CNN parameter gradient, fast and hybrid vs xla, batch {batch}: max relative difference "
+        f"{diff:.2e} (tolerance {tol:g})")
   if not diff <= tol:
     raise SystemExit("the fast and the XLA convolutions give different gradients: timing them compares nothing")
 
@@ -123,7 +123,7 @@ def check_nature(grads: dict, batch: int, tol: float) -> None:
 def bench_nature(batch: int, rounds: int, tol: float):
   obs = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, 4, 84, 84)), jnp.float32)
   params = nature_params("xla", obs)
-  grads = {impl: jax_nature_grad(impl, params) for impl in ("fast", "xla")}
+  grads = {impl: jax_nature_grad(impl, params) for impl in ("fast", "hybrid", "xla")}
   check_nature({impl: g(params, obs) for impl, g in grads.items()}, batch, tol)
   variants = {impl: jax_call(g, params, obs) for impl, g in grads.items()}
   tnet, tobs = nature_from_flax(params, NUM_ACTIONS), torch.from_numpy(np.array(obs))

@@ -10,6 +10,10 @@ over the batch in cache-sized chunks. A transposed convolution is one convolutio
 output phase, interleaved by depth-to-space, optionally over an output window only; its
 fast gradients are two matrix products against the output gradient's taps.
 
+The CPU default for ordinary convolutions is "hybrid": XLA's own convolution and weight
+gradient (as fast as the above here with the YNNPACK flag), with only the strided input
+gradient, which XLA computes over an output gradient padded with inserted zeros, done here.
+
 Parameters are those of `nn.Conv` / `nn.ConvTranspose` exactly (HWIO kernels, `bias`):
 the implementation is chosen per backend (`resolve_conv_impl`) and never changes what
 is saved.
@@ -33,27 +37,36 @@ _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), o
 _CHUNK_BYTES = 1 << 20
 
 
-def resolve_conv_impl(impl: str = "auto", transposed: bool = False) -> str:
-  """"auto" -> "fast" for transposed convolutions on CPU, "xla" otherwise.
+IMPLS = ("auto", "fast", "hybrid", "xla")
 
-  A transposed convolution's "fast" gradient is two matrix products (`conv_transpose`): on
-  this CPU it saves XLA the per-phase layout copies of its own weight gradients (generator
-  training step about 10% faster, benchmarks/README.md). Other convolutions: with the
-  YNNPACK flag that `import jaxprobe` sets, XLA's own are within 10% of the fast path's
-  speed, so they stay the default; "fast" stays available. Accelerators: XLA's own.
+
+def resolve_conv_impl(impl: str = "auto", transposed: bool = False) -> str:
+  """"auto" -> on CPU "fast" for transposed convolutions and "hybrid" for the others; "xla" elsewhere.
+
+  - "xla": XLA's own convolutions and gradients.
+  - "hybrid": XLA's convolution and weight gradient (fastest here with the YNNPACK flag that
+    `import jaxprobe` sets), but a strided convolution's input gradient computed without the
+    zeros XLA inserts into the output gradient (`hybrid_conv_general_dilated`): guided
+    backprop 1.5x and the latent search about 1.1x faster on CPU (benchmarks/README.md).
+    For transposed convolutions it means "fast".
+  - "fast": every gradient from jaxprobe's own formulations (`fast_conv_general_dilated`,
+    `conv_transpose`). For a transposed convolution the gradients are two matrix products
+    (generator training step about 10% faster on CPU).
+  Accelerators: XLA's own.
   """
-  if impl not in ("auto", "fast", "xla"):
-    raise ValueError(f"conv impl must be 'auto', 'fast' or 'xla', got {impl!r}")
+  if impl not in IMPLS:
+    raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
   if impl == "auto":
-    return "fast" if transposed and jax.default_backend() == "cpu" else "xla"
-  return impl
+    impl = "xla" if jax.default_backend() != "cpu" else "hybrid"
+  return "fast" if transposed and impl == "hybrid" else impl
 
 
 def conv_module(impl: str = "auto") -> Callable[..., nn.Module]:
-  """A factory with `nn.Conv`'s signature and parameters, for a network's `conv` field."""
-  if resolve_conv_impl(impl) == "xla":
-    return nn.Conv
-  return functools.partial(nn.Conv, conv_general_dilated=fast_conv_general_dilated)
+  """A factory with `nn.Conv`'s signature and parameters, for a network's `conv` field.
+
+  One object per implementation, so that specs holding it compare (and hash under `jit`) equal.
+  """
+  return _CONV_MODULES[resolve_conv_impl(impl)]
 
 
 def conv_transpose_module(impl: str = "auto") -> Callable[..., nn.Module]:
@@ -94,6 +107,57 @@ def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   x = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)])
   x, w = _fold_strides(x, rhs, tuple(window_strides))
   return conv_valid(x, w, precision)
+
+
+def hybrid_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                                batch_group_count=1, precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated` whose strided 2-D NHWC/HWIO convolutions take their input
+  gradient from `_strided_conv` (XLA's forward and weight gradient); the rest go to lax as-is."""
+  dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+  if (tuple(window_strides) == (1, 1) or lhs.ndim != 4 or dilated or feature_group_count != 1
+      or batch_group_count != 1 or preferred_element_type is not None
+      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count,
+                                    precision, preferred_element_type)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  pads = tuple(tuple(int(v) for v in p) for p in padding)
+  return _strided_conv(lhs, rhs, tuple(window_strides), pads, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _strided_conv(x, w, strides, pads, precision):
+  """XLA's strided convolution. Its input gradient, a transposed convolution of the output
+  gradient, XLA computes over the output gradient with s-1 zeros inserted between rows and
+  columns (3x-10x the forward's time here); this one does only the real products: per output
+  phase (`conv_transpose`) where the input has >= 32 channels, and through space-to-depth
+  (`fast_conv_general_dilated`, one convolution to s*s*C channels) for the few-channel first
+  layers, where per-phase convolutions with so few outputs run at half speed."""
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+
+
+def _strided_conv_fwd(x, w, strides, pads, precision):
+  return _strided_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _strided_conv_bwd(strides, pads, precision, res, g):
+  x, w = res
+  conv = lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+  dw = jax.vjp(lambda w: conv(x, w), w)[1](g)[0]
+  if x.shape[3] >= 32:
+    # lax's transposed-convolution padding for the input gradient of a strided convolution.
+    tpads = [(k - 1 - lo, n - (o - 1) * s - 1 + lo) for n, k, s, o, (lo, _) in
+             zip(x.shape[1:3], w.shape[:2], strides, g.shape[1:3], pads)]
+    dx = conv_transpose(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), strides, tpads, precision, impl="xla")
+  else:
+    dx = jax.vjp(lambda x: fast_conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC,
+                                                     precision=precision), x)[1](g)[0]
+  return dx.astype(x.dtype), dw
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
 def _fold_strides(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int]):
@@ -429,3 +493,8 @@ def _map_batch(f: Callable, *arrays: jnp.ndarray, budget: int) -> jnp.ndarray:
   y = lax.map(lambda xs: f(*xs), tuple(a[:full].reshape(full // n, n, *a.shape[1:]) for a in arrays))
   y = y.reshape(-1, *y.shape[2:])
   return y if full == b else jnp.concatenate([y, f(*(a[full:] for a in arrays))])
+
+
+_CONV_MODULES = {"xla": nn.Conv,
+                 "fast": functools.partial(nn.Conv, conv_general_dilated=fast_conv_general_dilated),
+                 "hybrid": functools.partial(nn.Conv, conv_general_dilated=hybrid_conv_general_dilated)}

@@ -9,6 +9,7 @@ import pytest
 from jax import lax
 
 from jaxprobe import conv as fast
+from jaxprobe.agents.agent import AgentSpec
 from jaxprobe.agents.networks import ActorCritic, QNetwork
 from jaxprobe.generator.networks import Generator
 
@@ -53,19 +54,22 @@ def value_and_grads(module, params, x):
   return (y, *jax.grad(loss, argnums=(0, 1))(params, x))
 
 
-def layer_pair(name):
+def layer_pair(name, impl="fast"):
   if name in UP_LAYERS:
     size, cin, cout = UP_LAYERS[name]
     args, kw = (cout, (4, 4)), dict(strides=(2, 2), padding="SAME")
     return nn.ConvTranspose(*args, **kw), fast.conv_transpose_module("fast")(*args, **kw), (size, cin)
   size, cin, cout, k, s, pad = CONV_LAYERS[name]
   args, kw = (cout, (k, k)), dict(strides=(s, s), padding=pad)
-  return nn.Conv(*args, **kw), fast.conv_module("fast")(*args, **kw), (size, cin)
+  return nn.Conv(*args, **kw), fast.conv_module(impl)(*args, **kw), (size, cin)
 
 
-@pytest.mark.parametrize("name", [*CONV_LAYERS, *UP_LAYERS])
-def test_layer_matches_xla(name):
-  ref, ours, (size, cin) = layer_pair(name)
+STRIDED = [name for name, layer in CONV_LAYERS.items() if layer[4] > 1]
+
+
+@pytest.mark.parametrize("name,impl", [(n, "fast") for n in [*CONV_LAYERS, *UP_LAYERS]] + [(n, "hybrid") for n in STRIDED])
+def test_layer_matches_xla(name, impl):
+  ref, ours, (size, cin) = layer_pair(name, impl)
   x = random((2, size, size, cin))
   params = ref.init(jax.random.PRNGKey(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), x)) == jax.tree.map(jnp.shape, params)
@@ -139,20 +143,23 @@ def test_output_window_from_an_input_window(layout, impl):
     layer(part[:, 1:], w, window=window, origin=(top + 1, left), in_size=size)
 
 
-@pytest.mark.parametrize("size,k,s,pad", [(13, 5, 3, "SAME"), (11, 3, 2, ((2, 0), (1, 3))), (9, 2, 1, "VALID")])
-def test_odd_strides_and_paddings_match_lax(size, k, s, pad):
-  x, w = random((2, size, size, 3)), random((k, k, 3, 4), seed=1)
+@pytest.mark.parametrize("conv", [fast.fast_conv_general_dilated, fast.hybrid_conv_general_dilated])
+@pytest.mark.parametrize("cin", [3, 32])  # hybrid: space-to-depth below 32 input channels, per phase from 32
+@pytest.mark.parametrize("size,k,s,pad", [(13, 5, 3, "SAME"), (11, 3, 2, ((2, 0), (1, 3))), (10, 4, 3, "VALID"),
+                                          (9, 2, 1, "VALID")])
+def test_odd_strides_and_paddings_match_lax(size, k, s, pad, cin, conv):
+  x, w = random((2, size, size, cin)), random((k, k, cin, 4), seed=1)
   dn = ("NHWC", "HWIO", "NHWC")
   ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)))
-  ours = lambda x, w: jnp.sum(jnp.sin(fast.fast_conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)))
+  ours = lambda x, w: jnp.sum(jnp.sin(conv(x, w, (s, s), pad, dimension_numbers=dn)))
   assert_close(jax.value_and_grad(ours, (0, 1))(x, w), jax.value_and_grad(ref, (0, 1))(x, w))
 
 
-def test_unsupported_cases_fall_back_to_lax():
+@pytest.mark.parametrize("conv", [fast.fast_conv_general_dilated, fast.hybrid_conv_general_dilated])
+def test_unsupported_cases_fall_back_to_lax(conv):
   x, w = random((2, 9, 9, 3)), random((3, 3, 3, 4), seed=1)
   kw = dict(rhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  assert_close(fast.fast_conv_general_dilated(x, w, (1, 1), "SAME", **kw),
-               lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw))
+  assert_close(conv(x, w, (2, 2), "SAME", **kw), lax.conv_general_dilated(x, w, (2, 2), "SAME", **kw))
 
 
 @jax.custom_vjp
@@ -169,7 +176,8 @@ def min_abs_preactivation(net, params, obs):
   return min(float(jnp.min(jnp.abs(v))) for v in jax.tree.leaves(state["intermediates"]))
 
 
-def test_qnetwork_with_guided_backprop_matches_xla():
+@pytest.mark.parametrize("impl", ["fast", "hybrid"])
+def test_qnetwork_with_guided_backprop_matches_xla(impl):
   # A pre-activation within float32 rounding of 0 takes either side of the ReLU kink
   # depending on summation order, and flips its whole gradient path: observations from
   # RandomState(0) have one at -1.1e-7 (Conv_2, float64), which once passed for a
@@ -177,7 +185,7 @@ def test_qnetwork_with_guided_backprop_matches_xla():
   # keeps every pre-activation at least 1e-5 from the kink, 10x the gaps between float32
   # summation orders seen here.
   obs = jnp.asarray(np.random.RandomState(3).randint(0, 256, (3, 4, 84, 84)), jnp.float32)
-  ref, ours = (QNetwork(6, activation=guided_relu, conv=fast.conv_module(impl)) for impl in ("xla", "fast"))
+  ref, ours = (QNetwork(6, activation=guided_relu, conv=fast.conv_module(impl)) for impl in ("xla", impl))
   params = ref.init(jax.random.PRNGKey(0), obs)
   assert min_abs_preactivation(ref, params, obs) > 1e-5
 
@@ -197,7 +205,7 @@ def test_qnetwork_with_guided_backprop_matches_xla():
 def test_agent_parameter_trees_match_nn_conv(make):
   obs = jnp.zeros((1, 4, 84, 84))
   tree = lambda conv: jax.eval_shape(make(conv).init, jax.random.PRNGKey(0), obs)
-  assert tree(fast.conv_module("fast")) == tree(nn.Conv)
+  assert tree(fast.conv_module("fast")) == tree(fast.conv_module("hybrid")) == tree(nn.Conv)
 
 
 @pytest.mark.parametrize("upsample", ["transpose", "subpixel"])
@@ -209,9 +217,15 @@ def test_generator_parameter_trees_match_xla(upsample):
 
 
 def test_resolve_conv_impl():
-  assert fast.resolve_conv_impl("auto") == "xla"  # XLA's own are as fast here (benchmarks/README.md)
-  assert fast.resolve_conv_impl("auto", transposed=True) == ("fast" if jax.default_backend() == "cpu" else "xla")
+  cpu = jax.default_backend() == "cpu"
+  assert fast.resolve_conv_impl("auto") == ("hybrid" if cpu else "xla")
+  assert fast.resolve_conv_impl("auto", transposed=True) == ("fast" if cpu else "xla")
+  assert fast.resolve_conv_impl("hybrid", transposed=True) == "fast"
   assert fast.resolve_conv_impl("fast") == "fast"
+  # One factory per implementation: agent specs built apart compare and hash equal (one jit cache entry).
+  assert fast.conv_module("hybrid") is fast.conv_module("hybrid")
+  assert AgentSpec("q", 6, "PongNoFrameskip-v4") == AgentSpec("q", 6, "PongNoFrameskip-v4")
+  assert AgentSpec("q", 6, "PongNoFrameskip-v4").conv is fast.conv_module("auto")
   assert fast.resolve_conv_impl("xla") == "xla" and fast.conv_module("xla") is nn.Conv
   with pytest.raises(ValueError):
     fast.resolve_conv_impl("cudnn")

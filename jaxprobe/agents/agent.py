@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.agents.networks import ActorCritic, QNetwork
+from jaxprobe.conv import conv_module
 from jaxprobe.envs import AGENT_OBS_SHAPE
 
 Params = Any
@@ -34,7 +35,8 @@ class AgentSpec:
   num_actions: int
   env_id: str
   obs_format: str = OBS_FORMAT
-  conv: Callable[..., nn.Module] = dataclasses.field(default=nn.Conv, compare=True, repr=False)
+  # How convolutions are computed (never what is stored): this backend's fastest, `jaxprobe.conv`.
+  conv: Callable[..., nn.Module] = dataclasses.field(default_factory=conv_module, compare=True, repr=False)
 
   def __post_init__(self):
     if self.kind not in KINDS:

@@ -45,7 +45,7 @@ class DQNConfig:
   epsilon_decay_steps: int = 250_000
   episodic_life: bool = True
   reward_clip: bool = True
-  conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
   stop_after: int = 0                # stop (and save) at this step without changing schedules (0: total_steps)
   checkpoint_every: int = 50_000
   log_every: int = 10_000

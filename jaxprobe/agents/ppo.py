@@ -51,7 +51,7 @@ class PPOConfig:
   episodic_life: bool = True         # training aids; evaluation plays the real game
   reward_clip: bool = True
   loop: Literal["auto", "python", "scan"] = "auto"
-  conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
   stop_after: int = 0                # stop (and save) at this step without changing schedules (0: total_steps)
   checkpoint_every: int = 50_000     # agent steps
   log_every: int = 10_000

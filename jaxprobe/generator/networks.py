@@ -15,7 +15,7 @@ Colour stacks are `(N, 84, 84, 12)` NHWC in [0, 1], channel `3 * frame + c` with
 
 `upsample` picks the decoder's formulation, and with it the parameter layout: "transpose"
 (`ConvTranspose` 4x4 / stride 2, HWIO kernel `(4, 4, I, O)`) or "subpixel" (conv 3x3 to
-4*O channels, then depth-to-space). `conv_impl` ("auto" | "fast" | "xla", see
+4*O channels, then depth-to-space). `conv_impl` ("auto" | "fast" | "hybrid" | "xla", see
 `jaxprobe.conv`) only changes how the same parameters are computed with.
 
 The decoder computes only the pixels that survive the crop: the last layer only the 84x84

@@ -45,7 +45,7 @@ class GeneratorConfig:
   latent_dim: int = 100
   widths: tuple[int, ...] = (32, 64, 128, 256)
   upsample: Literal["transpose", "subpixel"] = "transpose"
-  conv_impl: Literal["auto", "fast", "xla"] = "auto"
+  conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
   lr: float = 1e-3
   batch_size: int = 16
   total_steps: int = 20_000
