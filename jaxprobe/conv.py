@@ -88,53 +88,56 @@ def depth_to_space(x: jnp.ndarray, sy: int, sx: int) -> jnp.ndarray:
   return x.reshape(b, h * sy, w * sx, c // (sy * sx))
 
 
-def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                              batch_group_count=1, precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated` with fast gradients for 2-D NHWC/HWIO convolutions.
+def _conv2d_entry(conv2d: Callable, doc: str) -> Callable:
+  """A drop-in for `lax.conv_general_dilated` that sends 2-D NHWC/HWIO convolutions without
+  dilation or groups to `conv2d(x, w, strides, explicit pads, precision)`; cases outside what
+  our networks use go to lax as-is."""
 
-  Cases outside what our networks use (dilation, groups, other layouts) go to lax as-is.
-  """
-  dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-  if (lhs.ndim != 4 or dilated or feature_group_count != 1 or batch_group_count != 1
-      or preferred_element_type is not None
-      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC):
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, batch_group_count,
-                                    precision, preferred_element_type)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  x = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)])
-  x, w = _fold_strides(x, rhs, tuple(window_strides))
-  return conv_valid(x, w, precision)
+  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                           dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                           preferred_element_type=None):
+    dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+    if (lhs.ndim != 4 or dilated or feature_group_count != 1 or batch_group_count != 1
+        or preferred_element_type is not None
+        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC):
+      return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                      dimension_numbers, feature_group_count, batch_group_count,
+                                      precision, preferred_element_type)
+    if isinstance(padding, str):
+      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    pads = tuple(tuple(int(v) for v in p) for p in padding)
+    return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
+
+  conv_general_dilated.__doc__ = doc
+  return conv_general_dilated
 
 
-def hybrid_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                                rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                                batch_group_count=1, precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated` whose strided 2-D NHWC/HWIO convolutions take their input
-  gradient from `_strided_conv` (XLA's forward and weight gradient); the rest go to lax as-is."""
-  dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-  if (tuple(window_strides) == (1, 1) or lhs.ndim != 4 or dilated or feature_group_count != 1
-      or batch_group_count != 1 or preferred_element_type is not None
-      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC):
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, batch_group_count,
-                                    precision, preferred_element_type)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  pads = tuple(tuple(int(v) for v in p) for p in padding)
-  return _strided_conv(lhs, rhs, tuple(window_strides), pads, precision)
+def _fast_conv2d(x, w, strides, pads, precision):
+  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+  return conv_valid(*_fold_strides(x, w, strides), precision)
+
+
+def _hybrid_conv2d(x, w, strides, pads, precision):
+  if strides == (1, 1):
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+  return _strided_conv(x, w, strides, pads, precision)
+
+
+fast_conv_general_dilated = _conv2d_entry(
+    _fast_conv2d, "`lax.conv_general_dilated` with jaxprobe's own gradients for 2-D NHWC/HWIO convolutions.")
+hybrid_conv_general_dilated = _conv2d_entry(
+    _hybrid_conv2d, "`lax.conv_general_dilated` whose strided 2-D NHWC/HWIO convolutions take their input "
+    "gradient from `_strided_conv` (XLA's forward and weight gradient).")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _strided_conv(x, w, strides, pads, precision):
-  """XLA's strided convolution. Its input gradient, a transposed convolution of the output
-  gradient, XLA computes over the output gradient with s-1 zeros inserted between rows and
-  columns (3x-10x the forward's time here); this one does only the real products: per output
-  phase (`conv_transpose`) where the input has >= 32 channels, and through space-to-depth
-  (`fast_conv_general_dilated`, one convolution to s*s*C channels) for the few-channel first
-  layers, where per-phase convolutions with so few outputs run at half speed."""
+  """XLA's strided convolution, whose input gradient (a transposed convolution of the output
+  gradient) XLA computes over the output gradient with s-1 zeros inserted between rows and
+  columns: 3-4x the forward pass's time for our first layers here. This one does only the real
+  products: per output phase (`conv_transpose`) from 32 input channels, and through
+  space-to-depth (`_fast_conv2d`, one convolution to s*s*C channels) below, where per-phase
+  convolutions with so few outputs run at half speed."""
   return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
 
 
@@ -152,8 +155,7 @@ def _strided_conv_bwd(strides, pads, precision, res, g):
              zip(x.shape[1:3], w.shape[:2], strides, g.shape[1:3], pads)]
     dx = conv_transpose(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), strides, tpads, precision, impl="xla")
   else:
-    dx = jax.vjp(lambda x: fast_conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC,
-                                                     precision=precision), x)[1](g)[0]
+    dx = jax.vjp(lambda x: _fast_conv2d(x, w, strides, pads, precision), x)[1](g)[0]
   return dx.astype(x.dtype), dw
 
 
