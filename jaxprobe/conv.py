@@ -117,10 +117,12 @@ def _fast_conv2d(x, w, strides, pads, precision):
   return conv_valid(*_fold_strides(x, w, strides), precision)
 
 
+def _lax_conv2d(x, w, strides, pads, precision):
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+
+
 def _hybrid_conv2d(x, w, strides, pads, precision):
-  if strides == (1, 1):
-    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
-  return _strided_conv(x, w, strides, pads, precision)
+  return (_lax_conv2d if strides == (1, 1) else _strided_conv)(x, w, strides, pads, precision)
 
 
 fast_conv_general_dilated = _conv2d_entry(
@@ -138,7 +140,7 @@ def _strided_conv(x, w, strides, pads, precision):
   products: per output phase (`conv_transpose`) from 32 input channels, and through
   space-to-depth (`_fast_conv2d`, one convolution to s*s*C channels) below, where per-phase
   convolutions with so few outputs run at half speed."""
-  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+  return _lax_conv2d(x, w, strides, pads, precision)
 
 
 def _strided_conv_fwd(x, w, strides, pads, precision):
@@ -147,8 +149,7 @@ def _strided_conv_fwd(x, w, strides, pads, precision):
 
 def _strided_conv_bwd(strides, pads, precision, res, g):
   x, w = res
-  conv = lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
-  dw = jax.vjp(lambda w: conv(x, w), w)[1](g)[0]
+  dw = jax.vjp(lambda w: _lax_conv2d(x, w, strides, pads, precision), w)[1](g)[0]
   if x.shape[3] >= 32:
     # lax's transposed-convolution padding for the input gradient of a strided convolution.
     tpads = [(k - 1 - lo, n - (o - 1) * s - 1 + lo) for n, k, s, o, (lo, _) in
@@ -347,7 +348,7 @@ def _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision
   m0x, m1x, lox, hix = _axis_plan(window[1], cols)
   x = _extend(_extend(x, 1, origin[0], in_size[0], loy, hiy), 2, origin[1], in_size[1], lox, hix)
   conv = (lambda x, w: conv_valid(x, w, precision)) if impl == "fast" else (
-      lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision))
+      lambda x, w: _lax_conv2d(x, w, (1, 1), "VALID", precision))
 
   def view(r, q):
     (dy, ty), (dx, tx) = rows[r], cols[q]
