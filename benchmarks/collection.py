@@ -15,7 +15,10 @@ The games are played on, call after call, so resets happen as often as in collec
 Before timing, both env paths must show the agent the same frames: one game each, no
 no-ops and no FIRE on reset, the same actions; the share of differing pixels must stay
 under --tolerance (envpool grays before resizing as gymnasium does; a few sprite pixels
-differ). Target: jaxprobe >= 3x the gymnasium loop.
+differ). Target: jaxprobe >= 3x the gymnasium loop. The script also times envpool alone (the same
+games stepped with random actions, no agent) in the same rounds: the gymnasium loop's time over
+that is the ratio's ceiling here, the most any change to jaxprobe's side short of a faster
+emulator or more cores could give.
 
   .venv/bin/python benchmarks/collection.py [--num-envs 8] [--steps 200] [--peers sync,async] [--quick]
 """
@@ -34,6 +37,7 @@ from jaxprobe.envs import ATARI_PREPROCESSING, make_atari
 
 EXTRA_VERSIONS = ("envpool", "gymnasium", "ale-py", "opencv-python-headless")
 EPSILON = 0.1
+TARGET = 3.0  # jaxprobe >= 3x the gymnasium loop
 
 
 def gymnasium_env(env_id: str, num_envs: int, mode: str, noop_max: int = ATARI_PREPROCESSING["noop_max"]):
@@ -70,6 +74,17 @@ def player(env, agent, steps: int, reset_seed: int | None = None):
       key, sub = jax.random.split(key)
       obs, *_ = env.step(np.asarray(policy(agent.params, obs, sub, EPSILON)))
     state[:] = [obs, key]
+  return run
+
+
+def env_only(env, num_envs: int, steps: int):
+  """`run()` steps `env` `steps` times with random actions drawn beforehand: the env path alone."""
+  env.reset()
+  actions = np.random.default_rng(0).integers(0, env.action_space.n, (steps, num_envs), dtype=np.int32)
+
+  def run():
+    for a in actions:
+      env.step(a)
   return run
 
 
@@ -117,13 +132,19 @@ def main():
   for mode in args.peers:
     envs[f"gymnasium {mode}"] = gymnasium_env(args.env_id, args.num_envs, mode)
   variants = {name: player(env, agent, args.steps, None if name == ours else 0) for name, env in envs.items()}
+  alone = make_atari(args.env_id, num_envs=args.num_envs, seed=1)
+  variants["envpool alone"] = env_only(alone, args.num_envs, args.steps)
   times = common.time_rounds(variants, args.rounds, warmup=1)
-  for env in envs.values():
+  for env in [*envs.values(), alone]:
     env.close()
-  rows = [common.Row(f"{args.env_id}, {args.steps} agent steps, jitted act", args.num_envs, f"{ours} + agent",
-                     times[ours], f"{name} + agent", times[name], args.num_envs * args.steps, "env steps")
-          for name in envs if name != ours]
-  common.finish("collection", "Collection with agent inference (target >= 3x gymnasium)", rows, args,
+  rows = []
+  for name in envs:
+    if name != ours:
+      row = common.Row(f"{args.env_id}, {args.steps} agent steps, jitted act", args.num_envs, f"{ours} + agent",
+                       times[ours], f"{name} + agent", times[name], args.num_envs * args.steps, "env steps")
+      rows += [row, common.ceiling(row, times["envpool alone"], "envpool alone, no agent", TARGET,
+                                   "the same games with random actions: jaxprobe's env path with the agent free")]
+  common.finish("collection", f"Collection with agent inference (target >= {TARGET:g}x gymnasium)", rows, args,
                 EXTRA_VERSIONS)
 
 

@@ -7,7 +7,12 @@ Conventions (the same as conv_grad.py, so rows from all scripts can be read side
 - PyTorch runs with as many threads as there are cores (2 here) and OMP_WAIT_POLICY=PASSIVE,
   so its idle OpenMP workers sleep instead of spinning on the cores the next JAX variant needs;
 - rows are appended to results.csv with the columns of conv_grad.py: ms per call of ours and
-  of the peer and their ratio peer / ours (> 1 means ours is faster).
+  of the peer and their ratio peer / ours (> 1 means ours is faster);
+- where a script can say so, it also reports the ceiling of its ratio on the machine it runs on
+  (`ceiling`): the peer's time over a bound on jaxprobe's own time, measured in the same rounds.
+  For arithmetic-bound work the bound is jaxprobe's FLOPs at the machine's fp32 matrix-product
+  speed (`flop_ceiling`, `matmul_peak`); for collection, the env path with no agent. A target
+  above the ceiling cannot be reached on that machine.
 
 Import this module before torch: the OpenMP policy is read when torch loads.
 """
@@ -29,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jaxprobe  # noqa: E402,F401  (sets its XLA flags before JAX's backend starts)
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 # fp32 means fp32 on both sides: on GPUs JAX's default precision runs float32 matmuls and
 # convolutions in TF32 (and PyTorch's cuDNN convolutions do too), which neither agrees with
@@ -93,6 +99,56 @@ def blocking(f: Callable, *args) -> Callable[[], object]:
   Binding the arguments here, not in a lambda in a loop, keeps each variant on its own inputs.
   """
   return lambda: jax.block_until_ready(f(*args))
+
+
+def matmul_peak(size: int | None = None) -> tuple[Callable[[], object], float]:
+  """(call, FLOPs per call) of a jitted fp32 square matrix product of side `size`: the fastest fp32
+  arithmetic of the machine, which `ceiling` and scaling.py hold programs against.
+
+  Time it in the same interleaved rounds as what it is held against, so both see the same load.
+  Default side: 1024 on CPU, where it ran faster than 2048 and 4096 (`scaling.py --matmul-size N`
+  prints the rate of any side), 8192 on accelerators, which need large products to reach their peak.
+  """
+  size = size or (1024 if jax.default_backend() == "cpu" else 8192)
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  return blocking(jax.jit(jnp.dot), a, b), 2.0 * size**3
+
+
+def compiled_flops(compiled) -> float | None:
+  """XLA's own count of a compiled program's floating-point operations (None if it has none).
+
+  A loop body (`lax.map`, `lax.scan`) is counted once, not once per iteration.
+  """
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops else None
+
+
+def ceiling(row: Row, ideal_s: float, ideal: str, target: float, why: str) -> Row:
+  """The largest ratio `row` can show on this machine: the peer's time over `ideal_s`, the time of
+  a bound on jaxprobe's side (`ideal` names it, `why` says why it bounds). Printed with whether
+  `target` lies within it; returned as a row (ours: the bound) for the table and results.csv."""
+  top = row.peer_s / ideal_s
+  verdict = "within it" if top >= target else "beyond it: not reachable here"
+  print(f"ceiling, {row.case}, batch {row.batch}: {ideal} would take {ideal_s * 1e3:,.1f} ms a call ({why}): "
+        f"at most {top:.2f}x {row.peer} here; target {target:g}x: {verdict}", flush=True)
+  return Row(f"{row.case}: ceiling", row.batch, ideal, ideal_s, row.peer, row.peer_s, row.items, row.unit)
+
+
+def flop_ceiling(row: Row, flops: float | None, peak: float, target: float, work: str = "jaxprobe's FLOPs"
+                 ) -> list[Row]:
+  """`ceiling` for arithmetic-bound work: `flops` a call at the matmul `peak` (FLOP/s, timed in the
+  same rounds). Also says what share of that peak jaxprobe reaches. [] where XLA gave no count."""
+  if flops is None or row.peer_s is None:
+    return []
+  print(f"{row.case}, batch {row.batch}: {work}, {flops / 1e9:,.2f} GFLOP a call; jaxprobe runs at "
+        f"{flops / row.ours_s / 1e9:,.1f} GFLOP/s, {flops / row.ours_s / peak:.0%} of the matmul peak "
+        f"({peak / 1e9:,.1f} GFLOP/s in the same rounds)")
+  return [ceiling(row, flops / peak, f"{work} at the matmul peak", target,
+                  "no fp32 program does this arithmetic faster than the machine's best matrix product")]
 
 
 def timed(f: Callable[[], object]) -> tuple[object, float]:

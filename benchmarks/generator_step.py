@@ -11,7 +11,9 @@ jaxprobe's datasets store them):
   with the weights of our "transpose" generator, Adam.
 
 Before timing, the two compute the same loss on the same batch (z = mean, no sampling noise,
-batch norm in training mode). Target: jaxprobe >= 1.5x eager PyTorch.
+batch norm in training mode). Target: jaxprobe >= 1.5x eager PyTorch. The script also prints the
+ratio's ceiling here: PyTorch's time over the time of jaxprobe's step's FLOPs at the machine's fp32
+matrix-product speed, timed in the same rounds (common.flop_ceiling).
 
   .venv/bin/python benchmarks/generator_step.py [--batches 16,32] [--rounds 5] [--quick]
 """
@@ -32,6 +34,7 @@ from jaxprobe.generator import losses
 from jaxprobe.generator.train import GeneratorConfig, generator_spec, init_state, make_train_step
 
 EXTRA_VERSIONS = ("optax",)
+TARGET = 1.5  # jaxprobe >= 1.5x eager PyTorch
 
 
 def make_batch(batch: int, num_actions: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -43,18 +46,18 @@ def make_batch(batch: int, num_actions: int, seed: int = 0) -> dict[str, np.ndar
 
 
 def jax_step(config: GeneratorConfig, agent, batch: dict):
-  """jaxprobe's own jitted train step, advancing its state on every call."""
+  """(run, compile seconds, FLOPs a step) of jaxprobe's own jitted train step; `run()` advances its state."""
   spec = generator_spec(config, agent)
   optimizer = optax.adam(config.lr)
-  step = jax.jit(make_train_step(spec.network(config.conv_impl), agent, config, optimizer))
   state = [init_state(spec, config, optimizer)]
   batch = jax.device_put(batch)
-  (_, seconds) = common.timed(lambda: jax.block_until_ready(step(state[0], agent.params, batch)))
+  step = jax.jit(make_train_step(spec.network(config.conv_impl), agent, config, optimizer))
+  step, seconds = common.timed(lambda: step.lower(state[0], agent.params, batch).compile())
 
   def run():
     state[0], metrics = step(state[0], agent.params, batch)
     jax.block_until_ready(metrics)
-  return run, seconds
+  return run, seconds, common.compiled_flops(step)
 
 
 def torch_loss(gen, agent, colour_u8, mask, q_real, config: GeneratorConfig, sample: bool = True):
@@ -105,16 +108,16 @@ def main():
   agent = search_setup.make_agent()
   num_actions = agent.spec.num_actions
   configs = {layout: GeneratorConfig(upsample=layout) for layout in args.layouts.split(",")}
+  peak_call, peak_flops = common.matmul_peak()
 
   rows = []
   for b in common.int_list(args.batches):
     batch = make_batch(b, num_actions)
-    variants, ours = {}, []
+    variants, flops = {}, {}
     for layout, config in configs.items():
       name = f"jaxprobe {layout}"
-      variants[name], seconds = jax_step(config, agent, batch)
-      print(f"{name}: first step (compile) {seconds:.1f} s")
-      ours.append(name)
+      variants[name], seconds, flops[name] = jax_step(config, agent, batch)
+      print(f"{name}: compiled in {seconds:.1f} s")
     # The peer starts from the weights our transpose-layout generator starts from.
     config = dataclasses.replace(configs.get("transpose", GeneratorConfig()), upsample="transpose")
     spec = generator_spec(config, agent)
@@ -130,11 +133,14 @@ def main():
     common.check_agree(f"loss on z = mean, batch {b} (jaxprobe {ours_loss:.6g}, PyTorch {theirs:.6g})",
                        ours_loss, theirs, args.tolerance)
     variants["torch eager"] = torch_step(gen, t_agent, tensors, config, device)
+    variants["matmul peak"] = peak_call
     times = common.time_rounds(variants, args.rounds)
-    for name in ours:
-      rows.append(common.Row("generator training step", b, name, times[name], "torch eager", times["torch eager"],
-                             b, "samples"))
-  common.finish("generator_step", "Generator training step (target >= 1.5x eager PyTorch)", rows, args,
+    for name in flops:
+      row = common.Row("generator training step", b, name, times[name], "torch eager", times["torch eager"],
+                       b, "samples")
+      rows += [row, *common.flop_ceiling(row, flops[name], peak_flops / times["matmul peak"], TARGET,
+                                         f"{name}'s FLOPs")]
+  common.finish("generator_step", f"Generator training step (target >= {TARGET:g}x eager PyTorch)", rows, args,
                 EXTRA_VERSIONS, device)
 
 

@@ -16,7 +16,9 @@ pre-activation within float32 rounding of 0 (about 1e-7 of the layer's largest) 
 switched on by one side and off by the other, which changes that state's map over the
 unit's receptive field. At batch 4096 of these random states 3 states do on CPU (7.2e-02;
 float64 sides with PyTorch on all 3); an H100 run failed the old whole-batch check by 6.9e-02.
-Target: jaxprobe >= 2x Captum.
+Target: jaxprobe >= 2x Captum. The script also prints the ratio's ceiling here: Captum's time
+over the time of jaxprobe's FLOPs at the machine's fp32 matrix-product speed, timed in the same
+rounds (common.flop_ceiling).
 
   .venv/bin/python benchmarks/guided_backprop.py [--batches 32,256] [--rounds 5] [--quick]
 """
@@ -34,12 +36,14 @@ import torch_models
 from jaxprobe import saliency
 
 EXTRA_VERSIONS = ("captum",)
+TARGET = 2.0  # jaxprobe >= 2x Captum
 
 
-def jax_guided(agent):
-  """`(obs, actions) -> maps` of jaxprobe's guided backprop, jitted."""
+def jax_guided(agent, obs, actions):
+  """(`() -> maps`, FLOPs a call) of jaxprobe's guided backprop, compiled for these inputs."""
   explain = jax.jit(lambda p, o, a: saliency.guided_backprop(agent.spec, p, o, action=a))
-  return lambda obs, actions: explain(agent.params, obs, actions)
+  compiled = explain.lower(agent.params, obs, actions).compile()
+  return common.blocking(compiled, agent.params, obs, actions), common.compiled_flops(compiled)
 
 
 def captum_guided(net):
@@ -83,7 +87,8 @@ def main():
 
   agent = search_setup.make_agent()
   net = torch_models.nature_from_flax(agent.params, agent.spec.num_actions).to(device).eval()
-  ours_fn, theirs_fn = jax_guided(agent), captum_guided(net)
+  theirs_fn = captum_guided(net)
+  peak_call, peak_flops = common.matmul_peak()
 
   rows = []
   for batch in common.int_list(args.batches):
@@ -94,16 +99,16 @@ def main():
       differ = int((net(obs_t).argmax(-1) != actions_t).sum())
     print(f"greedy actions: PyTorch's forward pass picks another action for {differ} of {batch} states "
           "(near-ties); both sides explain ours")
-    run_ours = common.blocking(ours_fn, jax.device_put(obs), jax.device_put(actions))
-    (ours, seconds) = common.timed(run_ours)
-    print(f"jaxprobe: first call (compile) {seconds:.1f} s")
+    (run_ours, flops), seconds = common.timed(lambda: jax_guided(agent, jax.device_put(obs), jax.device_put(actions)))
+    print(f"jaxprobe: compiled in {seconds:.1f} s")
     theirs = theirs_fn(obs_t, actions_t).detach().cpu().numpy()
-    check_maps(np.asarray(ours), theirs, batch, args.tolerance, args.max_share)
+    check_maps(np.asarray(run_ours()), theirs, batch, args.tolerance, args.max_share)
     run_theirs = common.torch_blocking(device, theirs_fn, obs_t, actions_t)
-    times = common.time_rounds({"jaxprobe": run_ours, "captum": run_theirs}, args.rounds)
-    rows.append(common.Row("guided backprop, greedy action", batch, "jaxprobe (jit)", times["jaxprobe"],
-                           "captum GuidedBackprop", times["captum"], batch, "frames"))
-  common.finish("guided_backprop", "Guided backprop (target >= 2x Captum)", rows, args, EXTRA_VERSIONS, device)
+    times = common.time_rounds({"jaxprobe": run_ours, "captum": run_theirs, "matmul peak": peak_call}, args.rounds)
+    row = common.Row("guided backprop, greedy action", batch, "jaxprobe (jit)", times["jaxprobe"],
+                     "captum GuidedBackprop", times["captum"], batch, "frames")
+    rows += [row, *common.flop_ceiling(row, flops, peak_flops / times["matmul peak"], TARGET)]
+  common.finish("guided_backprop", f"Guided backprop (target >= {TARGET:g}x Captum)", rows, args, EXTRA_VERSIONS, device)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ the squared change over all outputs: the cost is the same forward pass), compute
 batched forward pass and given to both: a batch-of-one forward pass could pick another action
 where two Q-values nearly tie, and the scores would then differ for a reason that is not speed.
 
-Before timing, both must give the same scores. Target: jaxprobe >= 50x the loop.
+Before timing, both must give the same scores. Target: jaxprobe >= 50x the loop. The script
+also prints the ratio's ceiling here: the loop's time over the time the forward passes (one per
+mask and one of the frame itself) would take at the machine's fp32 matrix-product speed, timed
+in the same rounds (common.flop_ceiling).
 
   .venv/bin/python benchmarks/perturbation.py [--batches 8] [--stride 5] [--rounds 3] [--quick]
 """
@@ -29,6 +32,8 @@ import numpy as np
 
 import search_setup
 from jaxprobe import saliency
+
+TARGET = 50.0  # jaxprobe >= 50x the loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,11 @@ def main():
   agent, grid = search_setup.make_agent(), Grid(stride=args.stride)
   ours_fn, loop_fn = jax_scores(agent, grid, args.chunk), loop_scores(agent, grid)
   masks = len(range(0, 84, args.stride)) ** 2  # the grid of saliency.perturbation_masks
+  # The work any implementation must do: a forward pass per mask and one of the frame. (XLA's count
+  # of our program would see one chunk: it counts a loop body once.)
+  forward = jax.jit(lambda p, o: agent.spec.apply(p, o)).lower(agent.params, search_setup.observations(1))
+  frame_flops = (masks + 1) * common.compiled_flops(forward.compile())
+  peak_call, peak_flops = common.matmul_peak()
   rows = []
   for batch in common.int_list(args.batches):
     obs = search_setup.observations(batch)
@@ -91,10 +101,14 @@ def main():
     (ours, seconds) = common.timed(run_ours)
     print(f"jaxprobe: first call (compile) {seconds:.1f} s; {masks} masks per frame")
     common.check_agree(f"perturbation scores, batch {batch}", np.asarray(ours), run_loop(), args.tolerance)
-    times = common.time_rounds({"jaxprobe": run_ours, "loop": run_loop}, args.rounds, warmup=1)
-    rows.append(common.Row(f"perturbation scores, {masks} masks/frame", batch, f"jaxprobe (jit, chunk {args.chunk})",
-                           times["jaxprobe"], "loop, 1 masked frame per call", times["loop"], batch, "frames"))
-  common.finish("perturbation", "Perturbation saliency (target >= 50x the one-mask-at-a-time loop)", rows, args)
+    times = common.time_rounds({"jaxprobe": run_ours, "loop": run_loop, "matmul peak": peak_call}, args.rounds,
+                               warmup=1)
+    row = common.Row(f"perturbation scores, {masks} masks/frame", batch, f"jaxprobe (jit, chunk {args.chunk})",
+                     times["jaxprobe"], "loop, 1 masked frame per call", times["loop"], batch, "frames")
+    rows += [row, *common.flop_ceiling(row, batch * frame_flops, peak_flops / times["matmul peak"], TARGET,
+                                       f"{masks + 1} forward passes a frame")]
+  common.finish("perturbation", f"Perturbation saliency (target >= {TARGET:g}x the one-mask-at-a-time loop)", rows,
+                args)
 
 
 if __name__ == "__main__":

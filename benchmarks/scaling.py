@@ -7,8 +7,9 @@ shipped Pong generators (`--layout transpose`: the CPU config's), target T+-, fp
   as chunks of --chunk rows one after another, as `optimise` runs them;
 - achieved FLOP/s of each batch: XLA's own count of the compiled step's operations
   (`compiled.cost_analysis()`) per second, against the fp32 matrix product throughput
-  measured in the same rounds (a jitted `jnp.dot` of two --matmul-size square matrices, timed
-  interleaved with the search, so both see the same load on a shared machine). In the table
+  measured in the same rounds (`common.matmul_peak`: a jitted `jnp.dot` of two --matmul-size
+  square matrices, 1024 on CPU, timed interleaved with the search, so both see the same load on a
+  shared machine). In the table
   the "peer" of these rows is the time the same FLOPs take at that throughput, so the ratio
   is the fraction of the peak reached (target >= 0.40);
 - device curve: one batch sharded over 1 to 8 devices as `jaxprobe probe` shards it
@@ -39,13 +40,6 @@ import search_setup
 from jaxprobe.parallel import batch_mesh, batch_sharding
 
 TARGET = "T+-"
-
-
-def matmul_call(size: int):
-  """(call, FLOPs per call) of a jitted fp32 square matrix product: the peak the search step is held against."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  return common.blocking(jax.jit(jnp.dot), a, b), 2.0 * size**3
 
 
 def setup(layout: str):
@@ -83,7 +77,7 @@ def chunked_runner(energy, config, batch: int, chunk: int, steps: int, sharding=
 
 
 def batch_rows(energy, config, args) -> list[common.Row]:
-  matmul, matmul_flops = matmul_call(args.matmul_size)
+  matmul, matmul_flops = common.matmul_peak(args.matmul_size)
   rows = []
   for batch in common.int_list(args.batches):
     run, flops, runner = chunked_runner(energy, config, batch, args.chunk, args.steps)
@@ -163,7 +157,8 @@ def main():
   parser.add_argument("--steps", type=int, default=1, help="search steps per timed call")
   parser.add_argument("--chunk", type=int, default=4096, help="rows per compiled program (ProbeConfig.chunk)")
   parser.add_argument("--layout", default="subpixel", help="generator decoder layout: subpixel or transpose")
-  parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matrices of the peak")
+  parser.add_argument("--matmul-size", type=int, default=0,
+                      help="side of the square matrices of the peak (default: common.matmul_peak's)")
   parser.add_argument("--tolerance", type=float, default=1e-4, help="sharded vs one-device energies")
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   common.add_common_args(parser, rounds=2)
