@@ -39,13 +39,15 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]' opencv-python-headless==4.14.0.94
 	touch $(BENCH_STAMP)
 
-# Every comparison of benchmarks/README.md, rows appended to benchmarks/results.csv; 19 min 34 s from a
-# clean clone on 2 cores (2026-11-23). The PyTorch ports are checked against our networks first: every ratio compares one computation.
+# Every comparison of benchmarks/README.md, rows appended to benchmarks/results.csv (their commands there).
+# The PyTorch ports are checked against our networks first: every ratio compares one computation. The
+# `subpixel` layouts and conv_grad.py's per-layer table are left to their own commands, so that a clean
+# clone's run stays under 20 minutes on 2 cores on a slow day (24 min with them on 2026-12-02).
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests/test_torch_port.py
-	$(BIN)/python benchmarks/conv_grad.py --rounds 2
-	$(BIN)/python benchmarks/latent_search.py --batches 256 --steps 3 --rounds 2
-	$(BIN)/python benchmarks/generator_step.py --batches 16,32 --rounds 3
+	$(BIN)/python benchmarks/conv_grad.py --groups nature,generator --rounds 2
+	$(BIN)/python benchmarks/latent_search.py --batches 256 --steps 3 --rounds 2 --layouts transpose
+	$(BIN)/python benchmarks/generator_step.py --batches 16,32 --rounds 3 --layouts transpose
 	$(BIN)/python benchmarks/guided_backprop.py --batches 32,256 --rounds 5
 	$(BIN)/python benchmarks/perturbation.py --batches 8 --stride 5 --rounds 3
 	$(BIN)/python benchmarks/collection.py --num-envs 8 --steps 200 --rounds 3
