@@ -45,7 +45,7 @@ $(BENCH_STAMP): $(STAMP)
 # clone's run stays under 20 minutes on 2 cores on a slow day (24 min with them on 2026-12-02).
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests/test_torch_port.py
-	$(BIN)/python benchmarks/conv_grad.py --groups nature,generator --rounds 2
+	$(BIN)/python benchmarks/conv_grad.py --groups nature,generator,defaults --rounds 2
 	$(BIN)/python benchmarks/latent_search.py --batches 256 --steps 3 --rounds 2 --layouts transpose
 	$(BIN)/python benchmarks/generator_step.py --batches 16,32 --rounds 3 --layouts transpose
 	$(BIN)/python benchmarks/guided_backprop.py --batches 32,256 --rounds 5

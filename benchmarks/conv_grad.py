@@ -5,18 +5,26 @@ of other work on the machine hits all variants alike), reporting the median roun
 - layers: forward, weight gradient, input gradient of every convolution shape we use
   ("hybrid", the CPU default for ordinary convolutions, only where it differs: strided ones);
 - nature: the Nature CNN parameter gradient (batch 256 is the PPO minibatch, and 32);
+- defaults: the same gradient as a user gets it by default, jaxprobe's (`conv_impl: auto`, with
+  the XLA flag `import jaxprobe` sets) against XLA's (`nn.Conv`, no flag). The flag is
+  process-wide, so each side runs in a worker process of its own, and this script times them
+  in interleaved rounds, one call per worker per round;
 - generator: one generator training step (encoder, decoder, crop, grayscale, perception
   loss through a frozen Nature CNN, Adam), batch 16 and 32.
 
 Before the nature group is timed, fast, hybrid and XLA must give the same parameter gradient
-(--tolerance). The timing harness, table and results.csv rows are common.py's; --quick
-times the nature group at batch 8, one round.
+(--tolerance), and so must the two defaults. The timing harness, table and results.csv rows
+are common.py's; --quick times the nature and defaults groups at batch 8, one round.
 
-  nice -n -10 .venv/bin/python benchmarks/conv_grad.py [--groups layers,nature,generator] [--rounds 7] [--quick]
+  nice -n -10 .venv/bin/python benchmarks/conv_grad.py [--groups layers,nature,generator,defaults] [--rounds 7] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 
 import common  # noqa: I001  (first: sets the XLA and OpenMP settings before JAX and torch start)
 import jax
@@ -137,6 +145,59 @@ def bench_nature(batch: int, rounds: int, tol: float):
   return [row]
 
 
+# ----- defaults: jaxprobe's Nature CNN gradient against XLA's, each with its own process-wide flags -----
+
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="  # the flag `import jaxprobe` adds (jaxprobe/__init__.py)
+# Worker environments: this process's XLA_FLAGS already hold jaxprobe's flag, so XLA's side drops it.
+DEFAULTS = {"jaxprobe default (auto, YNNPACK off)": ("auto", {}),
+            "XLA default (nn.Conv, YNNPACK on)": ("xla", {"JAXPROBE_KEEP_XLA_FLAGS": "1", "XLA_FLAGS": " ".join(
+                f for f in os.environ.get("XLA_FLAGS", "").split() if f != YNN_FLAG)})}
+
+
+def nature_worker(impl: str, batch: int, grads_path: str) -> None:
+  """Worker side of the defaults group: saves the gradient, says "ready", then times one call per "run" line."""
+  obs = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, 4, 84, 84)), jnp.float32)
+  params = nature_params("xla", obs)
+  grad = jax_nature_grad(impl, params)
+  np.savez(grads_path, *[np.asarray(g) for g in jax.tree.leaves(grad(params, obs))])
+  run = jax_call(grad, params, obs)
+  print(f"ready, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  for line in sys.stdin:
+    if line.strip() == "run":
+      run()
+      print("done", flush=True)
+
+
+def bench_defaults(batch: int, rounds: int, tol: float):
+  """Both sides' workers, checked to give the same gradient, then timed in interleaved rounds from here."""
+  with tempfile.TemporaryDirectory() as tmp:
+    workers, calls = {}, {}
+    for i, (name, (impl, env)) in enumerate(DEFAULTS.items()):
+      path = os.path.join(tmp, f"grads{i}.npz")
+      workers[name] = (subprocess.Popen([sys.executable, __file__, "--nature-worker", impl, "--batch", str(batch),
+                                         "--grads", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, **env}), path)
+    for name, (proc, path) in workers.items():
+      line = proc.stdout.readline().strip()
+      if not line.startswith("ready"):
+        raise SystemExit(f"the {name} worker failed before timing (exit {proc.wait()})")
+      print(f"{name}: worker {line}", flush=True)
+      calls[name] = lambda proc=proc: (proc.stdin.write("run\n"), proc.stdin.flush(), proc.stdout.readline())
+    (a, b) = ([v for _, v in sorted(np.load(path).items(), key=lambda kv: int(kv[0].split("_")[1]))]
+              for _, path in workers.values())
+    diff = max(common.relative_difference(x, y) for x, y in zip(a, b))
+    print(f"check: Nature CNN parameter gradient, jaxprobe's default vs XLA's default, batch {batch}: max relative "
+          f"difference {diff:.2e} (tolerance {tol:g})", flush=True)
+    if not diff <= tol:
+      raise SystemExit("jaxprobe's and XLA's defaults give different gradients: timing them compares nothing")
+    times = common.time_rounds(calls, rounds)
+    for proc, _ in workers.values():
+      proc.stdin.close()
+      proc.wait()
+  (ours, ours_s), (peer, peer_s) = times.items()
+  return [common.Row("Nature CNN parameter gradient", batch, ours, ours_s, peer, peer_s, batch, "samples")]
+
+
 # ----- generator training step -----
 
 def jax_generator_step(gen: Generator, agent_conv, batch: int):
@@ -218,15 +279,20 @@ def to_rows(rows) -> dict[str, list[common.Row]]:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--groups", default="layers,nature,generator")
+  parser.add_argument("--groups", default="layers,nature,generator,defaults")
   parser.add_argument("--tolerance", type=float, default=1e-2, help="fast vs XLA Nature CNN gradients")
+  parser.add_argument("--nature-worker", help=argparse.SUPPRESS)  # the defaults group's workers
+  parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--grads", help=argparse.SUPPRESS)
   common.add_common_args(parser, rounds=7)
   args = parser.parse_args()
+  if args.nature_worker:
+    return nature_worker(args.nature_worker, args.batch, args.grads)
   common.setup_torch(args.torch_threads)
   print(common.header())
   groups = args.groups.split(",")
   if args.quick:
-    groups, args.rounds = ["nature"], 1
+    groups, args.rounds = ["nature", "defaults"], 1
   rows = []
   if "layers" in groups:
     rows += bench_layers(32, args.rounds)
@@ -237,6 +303,9 @@ def main():
     rows += bench_generator(16, args.rounds) + bench_generator(32, args.rounds)
   for group, group_rows in to_rows(rows).items():
     common.finish(f"conv_grad/{group}", f"conv_grad: {group} (fast vs XLA's own and PyTorch eager)", group_rows, args)
+  if "defaults" in groups:
+    defaults = [r for b in ((8,) if args.quick else (256, 32)) for r in bench_defaults(b, args.rounds, args.tolerance)]
+    common.finish("conv_grad/defaults", "conv_grad: defaults (issue 9's target: >= 2x XLA's own)", defaults, args)
 
 
 if __name__ == "__main__":
