@@ -1,6 +1,6 @@
 """Convolution gradients on this machine: jaxprobe.conv ("fast", "hybrid") vs XLA's own vs PyTorch eager.
 
-Three groups, each timed in interleaved rounds (every variant once per round, so a burst
+Four groups, each timed in interleaved rounds (every variant once per round, so a burst
 of other work on the machine hits all variants alike), reporting the median round:
 - layers: forward, weight gradient, input gradient of every convolution shape we use
   ("hybrid", the CPU default for ordinary convolutions, only where it differs: strided ones);
