@@ -115,18 +115,6 @@ def matmul_peak(size: int | None = None) -> tuple[Callable[[], object], float]:
   return blocking(jax.jit(jnp.dot), a, b), 2.0 * size**3
 
 
-def compiled_flops(compiled) -> float | None:
-  """XLA's own count of a compiled program's floating-point operations (None if it has none).
-
-  A loop body (`lax.map`, `lax.scan`) is counted once, not once per iteration.
-  """
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops else None
-
-
 def ceiling(row: Row, ideal_s: float, ideal: str, target: float, why: str) -> Row:
   """The largest ratio `row` can show on this machine: the peer's time over `ideal_s`, the time of
   a bound on jaxprobe's side (`ideal` names it, `why` says why it bounds). Printed with whether

@@ -160,7 +160,7 @@ def nature_worker(impl: str, batch: int, grads_path: str) -> None:
   params = nature_params("xla", obs)
   grad = jax_nature_grad(impl, params)
   np.savez(grads_path, *[np.asarray(g) for g in jax.tree.leaves(grad(params, obs))])
-  run = jax_call(grad, params, obs)
+  run = common.blocking(grad, params, obs)
   print(f"ready, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   for line in sys.stdin:
     if line.strip() == "run":
@@ -183,8 +183,7 @@ def bench_defaults(batch: int, rounds: int, tol: float):
         raise SystemExit(f"the {name} worker failed before timing (exit {proc.wait()})")
       print(f"{name}: worker {line}", flush=True)
       calls[name] = lambda proc=proc: (proc.stdin.write("run\n"), proc.stdin.flush(), proc.stdout.readline())
-    (a, b) = ([v for _, v in sorted(np.load(path).items(), key=lambda kv: int(kv[0].split("_")[1]))]
-              for _, path in workers.values())
+    (a, b) = ([saved[k] for k in saved.files] for saved in (np.load(path) for _, path in workers.values()))
     diff = max(common.relative_difference(x, y) for x, y in zip(a, b))
     print(f"check: Nature CNN parameter gradient, jaxprobe's default vs XLA's default, batch {batch}: max relative "
           f"difference {diff:.2e} (tolerance {tol:g})", flush=True)

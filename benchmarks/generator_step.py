@@ -51,13 +51,13 @@ def jax_step(config: GeneratorConfig, agent, batch: dict):
   optimizer = optax.adam(config.lr)
   state = [init_state(spec, config, optimizer)]
   batch = jax.device_put(batch)
-  step = jax.jit(make_train_step(spec.network(config.conv_impl), agent, config, optimizer))
-  step, seconds = common.timed(lambda: step.lower(state[0], agent.params, batch).compile())
+  jitted = jax.jit(make_train_step(spec.network(config.conv_impl), agent, config, optimizer))
+  step, seconds = common.timed(lambda: jitted.lower(state[0], agent.params, batch).compile())
 
   def run():
     state[0], metrics = step(state[0], agent.params, batch)
     jax.block_until_ready(metrics)
-  return run, seconds, common.compiled_flops(step)
+  return run, seconds, search_setup.compiled_flops(step)
 
 
 def torch_loss(gen, agent, colour_u8, mask, q_real, config: GeneratorConfig, sample: bool = True):

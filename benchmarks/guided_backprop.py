@@ -43,7 +43,7 @@ def jax_guided(agent, obs, actions):
   """(`() -> maps`, FLOPs a call) of jaxprobe's guided backprop, compiled for these inputs."""
   explain = jax.jit(lambda p, o, a: saliency.guided_backprop(agent.spec, p, o, action=a))
   compiled = explain.lower(agent.params, obs, actions).compile()
-  return common.blocking(compiled, agent.params, obs, actions), common.compiled_flops(compiled)
+  return common.blocking(compiled, agent.params, obs, actions), search_setup.compiled_flops(compiled)
 
 
 def captum_guided(net):
@@ -99,7 +99,8 @@ def main():
       differ = int((net(obs_t).argmax(-1) != actions_t).sum())
     print(f"greedy actions: PyTorch's forward pass picks another action for {differ} of {batch} states "
           "(near-ties); both sides explain ours")
-    (run_ours, flops), seconds = common.timed(lambda: jax_guided(agent, jax.device_put(obs), jax.device_put(actions)))
+    obs_j, actions_j = jax.device_put(obs), jax.device_put(actions)
+    (run_ours, flops), seconds = common.timed(lambda: jax_guided(agent, obs_j, actions_j))
     print(f"jaxprobe: compiled in {seconds:.1f} s")
     theirs = theirs_fn(obs_t, actions_t).detach().cpu().numpy()
     check_maps(np.asarray(run_ours()), theirs, batch, args.tolerance, args.max_share)
@@ -108,7 +109,8 @@ def main():
     row = common.Row("guided backprop, greedy action", batch, "jaxprobe (jit)", times["jaxprobe"],
                      "captum GuidedBackprop", times["captum"], batch, "frames")
     rows += [row, *common.flop_ceiling(row, flops, peak_flops / times["matmul peak"], TARGET)]
-  common.finish("guided_backprop", f"Guided backprop (target >= {TARGET:g}x Captum)", rows, args, EXTRA_VERSIONS, device)
+  common.finish("guided_backprop", f"Guided backprop (target >= {TARGET:g}x Captum)", rows, args, EXTRA_VERSIONS,
+                device)
 
 
 if __name__ == "__main__":

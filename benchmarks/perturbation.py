@@ -90,7 +90,7 @@ def main():
   # The work any implementation must do: a forward pass per mask and one of the frame. (XLA's count
   # of our program would see one chunk: it counts a loop body once.)
   forward = jax.jit(lambda p, o: agent.spec.apply(p, o)).lower(agent.params, search_setup.observations(1))
-  frame_flops = (masks + 1) * common.compiled_flops(forward.compile())
+  frame_flops = (masks + 1) * search_setup.compiled_flops(forward.compile())
   peak_call, peak_flops = common.matmul_peak()
   rows = []
   for batch in common.int_list(args.batches):

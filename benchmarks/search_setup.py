@@ -108,9 +108,20 @@ class SearchRunner:
   temp_bytes: int  # XLA's memory analysis of the compiled step: its temporaries
 
 
+def compiled_flops(compiled) -> float | None:
+  """XLA's own count of a compiled program's floating-point operations (None if it has none).
+
+  A loop body (`lax.map`, `lax.scan`) is counted once, not once per iteration.
+  """
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops else None
+
+
 def search_runner(energy: Callable, v0: jax.Array, steps: int, config: ProbeConfig, key=None) -> SearchRunner:
   """Compiles jaxprobe's search step for `v0` (possibly sharded) and returns a timed runner."""
-  import common  # here, not at the top: tests import this module, and common sets JAX's precision
   optimizer = optax.adam(config.lr)
   step = make_step(energy, OptimiseConfig(steps=steps, lr=config.lr, loop=config.loop), optimizer)
   loop = resolve_loop(config.loop)
@@ -118,7 +129,7 @@ def search_runner(energy: Callable, v0: jax.Array, steps: int, config: ProbeConf
   state0 = jax.block_until_ready(jax.jit(lambda v, k: initial_state(energy, optimizer, v, steps, k))(v0, key))
   t = time.perf_counter()
   step_compiled = jax.jit(step).lower(state0).compile()
-  flops = common.compiled_flops(step_compiled)
+  flops = compiled_flops(step_compiled)
   temp_bytes = step_compiled.memory_analysis().temp_size_in_bytes
   if loop == "scan":
     scan = jax.jit(lambda s: jax.lax.scan(lambda c, _: step(c), s, None, length=steps)).lower(state0).compile()
