@@ -106,8 +106,8 @@ def matmul_peak(size: int | None = None) -> tuple[Callable[[], object], float]:
   arithmetic of the machine, which `ceiling` and scaling.py hold programs against.
 
   Time it in the same interleaved rounds as what it is held against, so both see the same load.
-  Default side: 1024 on CPU, where it ran faster than 2048 and 4096 (`scaling.py --matmul-size N`
-  prints the rate of any side), 8192 on accelerators, which need large products to reach their peak.
+  Default side: 1024 on CPU (`scaling.py --matmul-size N` prints the rate of any other side), 8192
+  on accelerators, which need large products to reach their peak.
   """
   size = size or (1024 if jax.default_backend() == "cpu" else 8192)
   a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
