@@ -154,3 +154,4 @@ def test_collect_bad_arguments(tmp_path, capsys, pong_q_agent_path):
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0, err
   assert (existing / "keep").read_text() == "x" and not (tmp_path / "b").exists()
+  assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # no half-made collection left

@@ -81,18 +81,22 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
         raise UserError(f"--resume: the partial collection in {partial} was made with {key} {theirs!r}, "
                         f"not {mine!r}; use the same arguments")
     count, episode_base = saved["count"], saved["next_episode"]
-    arrays = ds.open_arrays_for_append(partial, list(array_specs(agent, frames)))
   else:
     if partial.exists():
       raise UserError(f"a partial collection is in {partial}: pass --resume to finish it, or delete it")
     count, episode_base = 0, 0
-    arrays = ds.create_arrays(partial, array_specs(agent, frames))
-    ds.write_progress(partial, draft, 0, 0)
 
-  # Fresh games on resume (emulators cannot be saved), seeded by how far the collection got.
+  # Fresh games on resume (emulators cannot be saved), seeded by how far the collection got. Made
+  # before anything is written: an unknown env id or an action count that does not fit the agent
+  # then leaves no partial collection behind.
   env_seed = seed + 7919 * count
   gray_env = make_env_for(agent, env_id, num_envs=num_envs, seed=env_seed)
   colour_env = make_env_for(agent, env_id, num_envs=num_envs, seed=env_seed, colour=True)
+  if resume:
+    arrays = ds.open_arrays_for_append(partial, list(array_specs(agent, frames)))
+  else:
+    arrays = ds.create_arrays(partial, array_specs(agent, frames))
+    ds.write_progress(partial, draft, 0, 0)
   policy = jax.jit(functools.partial(act, agent.spec))
   explain = make_explainer(agent, blur_size)
   key = jax.random.key(seed + count)
