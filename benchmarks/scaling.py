@@ -7,7 +7,7 @@ shipped Pong generators (`--layout transpose`: the CPU config's), target T+-, fp
   as chunks of --chunk rows one after another, as `optimise` runs them;
 - achieved FLOP/s of each batch: XLA's own count of the compiled step's operations
   (`compiled.cost_analysis()`) per second, against the fp32 matrix product throughput
-  measured in the same rounds (`common.matmul_peak`: a jitted `jnp.dot` of two --matmul-size
+  measured in the same rounds (`common.matmul_peak`: eight jitted `jnp.dot`s of two --matmul-size
   square matrices, 1024 on CPU, timed interleaved with the search, so both see the same load on a
   shared machine). In the table
   the "peer" of these rows is the time the same FLOPs take at that throughput, so the ratio
