@@ -11,7 +11,7 @@ Conventions (the same as conv_grad.py, so rows from all scripts can be read side
 - where a script can say so, it also reports the ceiling of its ratio on the machine it runs on
   (`ceiling`): the peer's time over a bound on jaxprobe's own time, measured in the same rounds.
   For arithmetic-bound work the bound is jaxprobe's FLOPs at the machine's fp32 matrix-product
-  speed (`flop_ceiling`, `matmul_peak`); for collection, the env path with no agent. A target
+  speed (`flop_ceiling`, `MatmulPeak`); for collection, the env path with no agent. A target
   above the ceiling cannot be reached on that machine.
 
 Import this module before torch: the OpenMP policy is read when torch loads.
@@ -101,23 +101,37 @@ def blocking(f: Callable, *args) -> Callable[[], object]:
   return lambda: jax.block_until_ready(f(*args))
 
 
-def matmul_peak(size: int | None = None, products: int = 8) -> tuple[Callable[[], object], float]:
-  """(call, FLOPs per call) of `products` jitted fp32 square matrix products of side `size`, dispatched
-  back to back: the fastest fp32 arithmetic of the machine, which `ceiling` and scaling.py hold
-  programs against.
+class MatmulPeak:
+  """The machine's fp32 matrix-product speed (FLOP/s), which `ceiling` and scaling.py hold programs
+  against, measured in the same interleaved rounds as they are (so both see the same load).
 
-  Several products a call, because one product (about 10 ms at side 1024 on this CPU) ran at
-  90-195 GFLOP/s from call to call, slowest right after another program: one call per round made
-  the peak too low, and programs came out at over 100% of it.
-  Time it in the same interleaved rounds as what it is held against, so both see the same load.
+  A `time_rounds` variant: each call runs `products` jitted square products of side `size` one
+  after another, each timed, and keeps the fastest. One product (about 10 ms at side 1024 on this
+  CPU) ran anywhere from 10 to 195 GFLOP/s, slowest in the first calls after another large program:
+  timing one per round made the peak too low, and programs came out at over 100% of it.
+  `rate(rounds)` is the median of the last `rounds` calls' fastest products.
   Default side: 1024 on CPU (`scaling.py --matmul-size N` prints the rate of any other side), 8192
   on accelerators, which need large products to reach their peak.
   """
-  size = size or (1024 if jax.default_backend() == "cpu" else 8192)
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  return lambda: jax.block_until_ready([dot(a, b) for _ in range(products)]), products * 2.0 * size**3
+
+  def __init__(self, size: int | None = None, products: int = 8):
+    size = size or (1024 if jax.default_backend() == "cpu" else 8192)
+    self.a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    self.b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    self.flops, self.products, self.best = 2.0 * size**3, products, []
+    self.dot = jax.jit(jnp.dot)
+    jax.block_until_ready(self.dot(self.a, self.b))  # compiled here, never in a timed call
+
+  def __call__(self) -> None:
+    fastest = float("inf")
+    for _ in range(self.products):
+      t = time.perf_counter()
+      jax.block_until_ready(self.dot(self.a, self.b))
+      fastest = min(fastest, time.perf_counter() - t)
+    self.best.append(self.flops / fastest)
+
+  def rate(self, rounds: int) -> float:
+    return statistics.median(self.best[-rounds:])
 
 
 def ceiling(row: Row, ideal_s: float, ideal: str, target: float, why: str) -> Row:

@@ -108,7 +108,7 @@ def main():
   agent = search_setup.make_agent()
   num_actions = agent.spec.num_actions
   configs = {layout: GeneratorConfig(upsample=layout) for layout in args.layouts.split(",")}
-  peak_call, peak_flops = common.matmul_peak()
+  peak = common.MatmulPeak()
 
   rows = []
   for b in common.int_list(args.batches):
@@ -133,12 +133,12 @@ def main():
     common.check_agree(f"loss on z = mean, batch {b} (jaxprobe {ours_loss:.6g}, PyTorch {theirs:.6g})",
                        ours_loss, theirs, args.tolerance)
     variants["torch eager"] = torch_step(gen, t_agent, tensors, config, device)
-    variants["matmul peak"] = peak_call
+    variants["matmul peak"] = peak
     times = common.time_rounds(variants, args.rounds)
     for name in flops:
       row = common.Row("generator training step", b, name, times[name], "torch eager", times["torch eager"],
                        b, "samples")
-      rows += [row, *common.flop_ceiling(row, flops[name], peak_flops / times["matmul peak"], TARGET,
+      rows += [row, *common.flop_ceiling(row, flops[name], peak.rate(args.rounds), TARGET,
                                          f"{name}'s FLOPs")]
   common.finish("generator_step", f"Generator training step (target >= {TARGET:g}x eager PyTorch)", rows, args,
                 EXTRA_VERSIONS, device)

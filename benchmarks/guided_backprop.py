@@ -88,7 +88,7 @@ def main():
   agent = search_setup.make_agent()
   net = torch_models.nature_from_flax(agent.params, agent.spec.num_actions).to(device).eval()
   theirs_fn = captum_guided(net)
-  peak_call, peak_flops = common.matmul_peak()
+  peak = common.MatmulPeak()
 
   rows = []
   for batch in common.int_list(args.batches):
@@ -105,10 +105,10 @@ def main():
     theirs = theirs_fn(obs_t, actions_t).detach().cpu().numpy()
     check_maps(np.asarray(run_ours()), theirs, batch, args.tolerance, args.max_share)
     run_theirs = common.torch_blocking(device, theirs_fn, obs_t, actions_t)
-    times = common.time_rounds({"jaxprobe": run_ours, "captum": run_theirs, "matmul peak": peak_call}, args.rounds)
+    times = common.time_rounds({"jaxprobe": run_ours, "captum": run_theirs, "matmul peak": peak}, args.rounds)
     row = common.Row("guided backprop, greedy action", batch, "jaxprobe (jit)", times["jaxprobe"],
                      "captum GuidedBackprop", times["captum"], batch, "frames")
-    rows += [row, *common.flop_ceiling(row, flops, peak_flops / times["matmul peak"], TARGET)]
+    rows += [row, *common.flop_ceiling(row, flops, peak.rate(args.rounds), TARGET)]
   common.finish("guided_backprop", f"Guided backprop (target >= {TARGET:g}x Captum)", rows, args, EXTRA_VERSIONS,
                 device)
 

@@ -91,7 +91,7 @@ def main():
   # of our program would see one chunk: it counts a loop body once.)
   forward = jax.jit(lambda p, o: agent.spec.apply(p, o)).lower(agent.params, search_setup.observations(1))
   frame_flops = (masks + 1) * search_setup.compiled_flops(forward.compile())
-  peak_call, peak_flops = common.matmul_peak()
+  peak = common.MatmulPeak()
   rows = []
   for batch in common.int_list(args.batches):
     obs = search_setup.observations(batch)
@@ -101,11 +101,11 @@ def main():
     (ours, seconds) = common.timed(run_ours)
     print(f"jaxprobe: first call (compile) {seconds:.1f} s; {masks} masks per frame")
     common.check_agree(f"perturbation scores, batch {batch}", np.asarray(ours), run_loop(), args.tolerance)
-    times = common.time_rounds({"jaxprobe": run_ours, "loop": run_loop, "matmul peak": peak_call}, args.rounds,
+    times = common.time_rounds({"jaxprobe": run_ours, "loop": run_loop, "matmul peak": peak}, args.rounds,
                                warmup=1)
     row = common.Row(f"perturbation scores, {masks} masks/frame", batch, f"jaxprobe (jit, chunk {args.chunk})",
                      times["jaxprobe"], "loop, 1 masked frame per call", times["loop"], batch, "frames")
-    rows += [row, *common.flop_ceiling(row, batch * frame_flops, peak_flops / times["matmul peak"], TARGET,
+    rows += [row, *common.flop_ceiling(row, batch * frame_flops, peak.rate(args.rounds), TARGET,
                                        f"{masks + 1} forward passes a frame")]
   common.finish("perturbation", f"Perturbation saliency (target >= {TARGET:g}x the one-mask-at-a-time loop)", rows,
                 args)

@@ -7,7 +7,7 @@ shipped Pong generators (`--layout transpose`: the CPU config's), target T+-, fp
   as chunks of --chunk rows one after another, as `optimise` runs them;
 - achieved FLOP/s of each batch: XLA's own count of the compiled step's operations
   (`compiled.cost_analysis()`) per second, against the fp32 matrix product throughput
-  measured in the same rounds (`common.matmul_peak`: eight jitted `jnp.dot`s of two --matmul-size
+  measured in the same rounds (`common.MatmulPeak`: the fastest of eight jitted `jnp.dot`s of two --matmul-size
   square matrices, 1024 on CPU, timed interleaved with the search, so both see the same load on a
   shared machine). In the table
   the "peer" of these rows is the time the same FLOPs take at that throughput, so the ratio
@@ -77,7 +77,7 @@ def chunked_runner(energy, config, batch: int, chunk: int, steps: int, sharding=
 
 
 def batch_rows(energy, config, args) -> list[common.Row]:
-  matmul, matmul_flops = common.matmul_peak(args.matmul_size)
+  matmul = common.MatmulPeak(args.matmul_size)
   rows = []
   for batch in common.int_list(args.batches):
     run, flops, runner = chunked_runner(energy, config, batch, args.chunk, args.steps)
@@ -89,7 +89,7 @@ def batch_rows(energy, config, args) -> list[common.Row]:
     # Compiled ahead, so a warm-up call would absorb no compilation: skipped where one call is long.
     warmup = 1 if batch < args.chunk or jax.default_backend() != "cpu" else 0
     times = common.time_rounds({"search": run, "matmul": matmul}, args.rounds, warmup=warmup)
-    seconds, peak = times["search"], matmul_flops / times["matmul"]
+    seconds, peak = times["search"], matmul.rate(args.rounds)
     achieved = None if flops is None else flops / seconds
     print(f"batch {batch}: compiled in {runner.compile_s:.1f} s ({loop} loop); {batch * args.steps / seconds:,.1f} "
           f"latent steps/s; " + ("no FLOP count" if achieved is None else
@@ -158,7 +158,7 @@ def main():
   parser.add_argument("--chunk", type=int, default=4096, help="rows per compiled program (ProbeConfig.chunk)")
   parser.add_argument("--layout", default="subpixel", help="generator decoder layout: subpixel or transpose")
   parser.add_argument("--matmul-size", type=int, default=0,
-                      help="side of the square matrices of the peak (default: common.matmul_peak's)")
+                      help="side of the square matrices of the peak (default: common.MatmulPeak's)")
   parser.add_argument("--tolerance", type=float, default=1e-4, help="sharded vs one-device energies")
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   common.add_common_args(parser, rounds=2)
