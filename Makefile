@@ -43,7 +43,8 @@ $(BENCH_STAMP): $(STAMP)
 # The PyTorch ports are checked against our networks first: every ratio compares one computation. The
 # `subpixel` layouts, conv_grad.py's per-layer table and its generator group (generator_step.py times the
 # step against PyTorch) are left to their own commands, so that a clean clone's run stays under 20 minutes
-# on 2 cores on a slow day (24 min with them on 2026-12-02; 19 min 52 s with the generator group).
+# on 2 cores on a slow day (24 min with them on 2026-12-02; 19 min 52 s with the generator group; 7-10 min
+# without it on 2026-12-02/03).
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests/test_torch_port.py
 	$(BIN)/python benchmarks/conv_grad.py --groups nature,defaults --rounds 2

@@ -203,11 +203,23 @@ def versions(extra: Sequence[str] = ()) -> str:
   return text + (", JAXPROBE_KEEP_XLA_FLAGS=1" if os.environ.get("JAXPROBE_KEEP_XLA_FLAGS") else "")
 
 
+def cpu_model() -> str:
+  """The CPU's model name (Linux), else what `platform` knows: this project's 2-core machine was an AMD
+  EPYC on 2026-12-02 and an Intel Xeon on 2026-12-03, and ratios moved with it."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
 def device(torch_device=None) -> str:
-  """conv_grad.py's string on CPU; on an accelerator the device kinds of JAX and torch too."""
-  base = f"{platform.processor() or platform.machine()} x{os.cpu_count()} ({jax.default_backend()}"
-  if jax.default_backend() != "cpu":
-    base += f": {jax.devices()[0].device_kind}"
+  """Architecture, cores and the CPU's model; on an accelerator the device kinds of JAX and torch too."""
+  base = f"{platform.machine()} x{os.cpu_count()} ({jax.default_backend()}"
+  base += f": {cpu_model()}" if jax.default_backend() == "cpu" else f": {jax.devices()[0].device_kind}"
   if torch_device is not None and torch_device.type == "cuda":
     import torch
     base += f"; torch cuda: {torch.cuda.get_device_name(torch_device)}"
