@@ -204,8 +204,9 @@ def versions(extra: Sequence[str] = ()) -> str:
 
 
 def cpu_model() -> str:
-  """The CPU's model name (Linux), else what `platform` knows: this project's 2-core machine was an AMD
-  EPYC on 2026-12-02 and an Intel Xeon on 2026-12-03, and ratios moved with it."""
+  """The CPU's model name (Linux), else what `platform` knows: a machine of the same name can be another
+  CPU from one day to the next (an AMD EPYC on 2026-12-02, an Intel Xeon on 2026-12-03), and ratios move
+  with it."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -258,6 +259,7 @@ def append_csv(benchmark: str, rows: Sequence[Row], extra: Sequence[str] = (), t
   new = not path.exists()
   stamp = datetime.datetime.now().isoformat(timespec="seconds")
   load = os.getloadavg()[0]
+  where, pkgs = device(torch_device), versions(extra)  # once a call, not once a row: both read files
   with path.open("a", newline="") as f:
     w = csv.writer(f)
     if new:
@@ -267,7 +269,7 @@ def append_csv(benchmark: str, rows: Sequence[Row], extra: Sequence[str] = (), t
       peer_ms = "n/a" if r.peer_s is None else f"{r.peer_s * 1e3:.2f}"
       ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
       w.writerow([stamp, benchmark, case, r.batch, r.ours, f"{r.ours_s * 1e3:.2f}", r.peer, peer_ms, ratio,
-                  device(torch_device), versions(extra), f"{load:.1f}"])
+                  where, pkgs, f"{load:.1f}"])
 
 
 def add_common_args(parser: argparse.ArgumentParser, rounds: int, peers: Sequence[str] = ()) -> None:
