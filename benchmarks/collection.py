@@ -1,6 +1,6 @@
 """Collection (env steps/s with agent inference): jaxprobe's envpool path vs gymnasium + ale-py (issue 8).
 
-The loop of `jaxprobe collect` (jaxprobe/data/collect.py) without its recording: the agent
+The loop of `jaxprobe collect` (jaxprobe/collection/recorder.py) without its recording: the agent
 picks epsilon-greedy actions for a batch of games, the games step. Both sides call the same
 agent function, jaxprobe's jitted `act` (a random-init Q network, epsilon 0.1), so only the
 env path differs:

@@ -34,9 +34,9 @@ import optax
 import torch
 from flax import linen as nn
 
-from jaxprobe.agents.networks import QNetwork
+from jaxprobe.agents.nature_cnn import QNetwork
 from jaxprobe.conv import conv_module, conv_transpose_module
-from jaxprobe.generator.networks import Generator, to_agent_view
+from jaxprobe.generator.autoencoder import Generator, to_agent_view
 from torch_models import TorchGenerator, TorchNature, nature_from_flax
 
 PAD1 = ((1, 1), (1, 1))

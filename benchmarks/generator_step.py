@@ -1,6 +1,6 @@
 """Generator training throughput (samples/s): jaxprobe's jitted train step vs eager PyTorch (issue 8).
 
-One step of the loss of METHOD.md 3, L = L_p + eta L_a + lambda KL (saliency-weighted
+One step of the loss of docs/generator.md, L = L_p + eta L_a + lambda KL (saliency-weighted
 reconstruction, agent perception through a frozen Nature CNN, KL), then Adam, on the same
 batch (uint8 colour stacks, saliency masks and the agent's outputs on the real states, as
 jaxprobe's datasets store them):
@@ -38,7 +38,7 @@ TARGET = 1.5  # jaxprobe >= 1.5x eager PyTorch
 
 
 def make_batch(batch: int, num_actions: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A dataset batch as `jaxprobe.data.loader.batches` yields it."""
+  """A dataset batch as `jaxprobe.collection.loader.batches` yields it."""
   rng = np.random.default_rng(seed)
   return {"colour": rng.integers(0, 256, (batch, 84, 84, 12), dtype=np.uint8),
           "mask": rng.random((batch, 84, 84), dtype=np.float32),

@@ -1,6 +1,6 @@
 """Latent search throughput (latent steps/s): jaxprobe vs eager PyTorch vs torch.compile (issue 8).
 
-The search of METHOD.md 4: minimise E(z) = target(A(gray(G(z)))) + alpha * 0.5 ||z||^2 over a
+The search of docs/search.md: minimise E(z) = target(A(gray(G(z)))) + alpha * 0.5 ||z||^2 over a
 batch of latents with Adam. Compared:
 - jaxprobe: its own energy and search step (search_setup.py: `make_energy`, `make_step`,
   driven as `optimise` drives it on this backend), generator in the "transpose" layout;

@@ -3,7 +3,7 @@
 Also the agent (and its input) that every benchmark uses: a random-init Q network of
 Seaquest's 18 actions; timings do not depend on what its weights learned.
 
-The energy is jaxprobe's own (`jaxprobe.search.probe.make_energy`: target of the agent's
+The energy is jaxprobe's own (`jaxprobe.search.spaces.make_energy`: target of the agent's
 outputs on G(z), plus alpha * 0.5 ||z||^2), the step jaxprobe's own
 (`jaxprobe.search.optimise.make_step`: Adam, best-so-far tracking, early-stop bookkeeping),
 driven the way `optimise` drives it on this backend (`resolve_loop`: a Python loop of the
@@ -28,9 +28,10 @@ import numpy as np
 import optax
 
 from jaxprobe.agents.agent import Agent, AgentSpec
-from jaxprobe.generator.checkpoint import GeneratorBundle, GeneratorSpec
-from jaxprobe.search.optimise import OptimiseConfig, RowState, make_step, resolve_loop
-from jaxprobe.search.probe import ProbeConfig, make_energy
+from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec
+from jaxprobe.parallel import resolve_loop
+from jaxprobe.search.optimise import OptimiseConfig, RowState, make_step
+from jaxprobe.search.spaces import ProbeConfig, make_energy
 from jaxprobe.search.targets import get_target
 
 ENV_ID, NUM_ACTIONS = "Seaquest-v5", 18  # the game of the shipped agent: all 18 actions

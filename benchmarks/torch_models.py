@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # jaxprobe.generator.networks.GRAY_WEIGHTS
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # jaxprobe.generator.autoencoder.GRAY_WEIGHTS
 DECODER_SIZE, FRAME_SIZE, ENCODER_SIZE = 8, 84, 5
 
 
@@ -46,7 +46,7 @@ class TorchNature(nn.Module):
 
 
 class TorchGenerator(nn.Module):
-  """The generator of METHOD.md 3 with a `ConvTranspose2d` decoder; colour stacks are (N, 12, 84, 84)."""
+  """The generator of docs/generator.md with a `ConvTranspose2d` decoder; colour stacks are (N, 12, 84, 84)."""
 
   def __init__(self, widths=(32, 64, 128, 256), latent=100, channels=12):
     super().__init__()

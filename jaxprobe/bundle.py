@@ -23,6 +23,10 @@ TREE_DIR = "params"
 
 
 def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: str) -> Path:
+  """Writes `tree` (orbax) and `spec` (JSON, as `spec_file`) to directory `path`, atomically.
+
+  `what` names the kind of checkpoint in errors, e.g. "an agent checkpoint".
+  """
   path = Path(path).absolute()
   if path.exists() and not (path / spec_file).is_file():
     if path.is_file() or any(path.iterdir()):
@@ -47,6 +51,7 @@ def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: s
 
 
 def read_spec(path: str | Path, spec_file: str, what: str, format_version: int) -> dict:
+  """The JSON spec of a checkpoint directory, checked to exist and to be of a version we read."""
   path = Path(path)
   if not path.exists():
     raise UserError(f"no {what} at {path}")
@@ -69,6 +74,7 @@ def read_versioned_json(file: Path, what: str, format_version: int, remedy: str)
 
 
 def read_tree(path: str | Path, what: str) -> Any:
+  """The pytree of a checkpoint directory, or a UserError if it is damaged."""
   try:
     ckptr = ocp.StandardCheckpointer()
     tree = ckptr.restore((Path(path) / TREE_DIR).absolute())

@@ -1,12 +1,15 @@
-"""Frozen-dataclass configs filled from YAML files and dotted CLI overrides.
+"""Frozen-dataclass configs filled from YAML files, dotted overrides and command-line flags.
 
     cfg = load_config(PPOConfig, "configs/pong_ppo.yaml", ["lr=1e-4", "env.num_envs=16"])
 
 Unknown fields and values of the wrong type are user errors naming the field,
-so a typo in a YAML file never silently falls back to a default.
+so a typo in a YAML file never silently falls back to a default. A field declared with
+`option(default, help)` is also a command-line flag (`add_flags`): its name, type,
+default and help are written once, in the dataclass.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -113,6 +116,7 @@ def _looks_numeric(s: str) -> bool:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+  """A YAML file as a dict of field: value, or a UserError naming the file."""
   path = Path(path)
   if not path.is_file():
     raise UserError(f"config file {path} does not exist")
@@ -144,3 +148,32 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
   """Defaults of `cls`, then the YAML file, then `field=value` overrides."""
   return from_dict(cls, apply_overrides(read_yaml(path) if path is not None else {}, overrides))
+
+
+def option(default: Any, help: str, flag: str | None = None) -> Any:
+  """A config field that is also a command-line flag (`--name-with-dashes`, or `flag`)."""
+  return dataclasses.field(default=default, metadata=dict(help=help, flag=flag))
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+  """One flag per `option` field of `cls`, typed and with the field's default and help."""
+  hints = typing.get_type_hints(cls)
+  for f in dataclasses.fields(cls):
+    if "help" not in f.metadata:
+      continue
+    flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    annotation = hints[f.name]
+    kwargs: dict[str, Any] = dict(dest=f.name, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
+    if typing.get_origin(annotation) is typing.Literal:
+      kwargs["choices"] = typing.get_args(annotation)
+    elif annotation in (int, float):
+      kwargs["type"] = annotation
+    elif annotation is not str:
+      raise TypeError(f"config field {cls.__name__}.{f.name} of type {annotation!r} cannot be a flag")
+    parser.add_argument(flag, **kwargs)
+
+
+def from_flags(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+  """`cls` from the parsed flags of its `option` fields, with `values` for the other fields."""
+  flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if "help" in f.metadata}
+  return cls(**flags, **values)

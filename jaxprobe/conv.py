@@ -398,6 +398,7 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, window: Window | None = None, origin: tuple[int, int] = (0, 0),
                in_size: tuple[int, int] | None = None) -> jnp.ndarray:
+    """The transposed convolution of `x` `(N, H, W, C)`, or only its `window` of the output."""
     kernel = self.param("kernel", self.kernel_init, (*_pair(self.kernel_size), x.shape[-1], self.features))
     y = conv_transpose(x, kernel, _pair(self.strides), self.padding, self.precision, window=window,
                        origin=origin, in_size=in_size, impl=self.impl)
@@ -426,6 +427,7 @@ class SubpixelConv(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, window: Window | None = None, origin: tuple[int, int] = (0, 0),
                in_size: tuple[int, int] | None = None) -> jnp.ndarray:
+    """The sub-pixel convolution of `x` `(N, H, W, C)`, or only its `window` of the output."""
     out = self.scale**2 * self.features
     kernel = self.param("kernel", self.kernel_init, (*_pair(self.kernel_size), x.shape[-1], out))
     bias = self.param("bias", self.bias_init, (out,))

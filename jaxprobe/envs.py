@@ -1,6 +1,6 @@
 """envpool Atari environments with the DQN preprocessing every jaxprobe agent sees.
 
-The agent's view is envpool's default Atari pipeline (METHOD.md section 1):
+The agent's view is envpool's default Atari pipeline (docs/agents.md, section 'Observations'):
 frame skip 4 with a max-pool of the last two raw frames, grayscale, INTER_AREA
 resize to 84x84, a stack of 4, up to 30 no-op resets, no sticky actions, the
 minimal action set. Observations are `(N, 4, 84, 84)` uint8; with
@@ -17,7 +17,9 @@ from jaxprobe.errors import UserError
 
 FRAME_STACK = 4
 FRAME_SIZE = 84
-AGENT_OBS_SHAPE = (FRAME_STACK, FRAME_SIZE, FRAME_SIZE)
+AGENT_OBS_SHAPE = (FRAME_STACK, FRAME_SIZE, FRAME_SIZE)  # the agent's view, uint8 NCHW
+# The generator's colour stacks: the same frames as RGB, frame-major, channel-last (channel 3 * frame + c).
+COLOUR_STACK_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3 * FRAME_STACK)
 
 # Stated explicitly (they equal envpool 1.2.5's defaults) so a change of
 # envpool's defaults cannot silently change what agents see.
@@ -47,6 +49,7 @@ def _envpool():
 
 @functools.cache
 def atari_env_ids() -> tuple[str, ...]:
+  """Every envpool Atari id, sorted."""
   registry = _envpool().registration.registry
   return tuple(sorted(k for k, (module, _, _) in registry.specs.items() if module == "envpool.atari"))
 

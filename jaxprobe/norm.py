@@ -68,6 +68,7 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
+    """Normalises `x` over all but its last axis: batch statistics in training, running ones otherwise."""
     features = (x.shape[-1],)
     running_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
     running_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)

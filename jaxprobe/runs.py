@@ -1,4 +1,4 @@
-"""Run directories of long training jobs (agents, generators): resumable, with a curve.
+"""Run directories of long training jobs (agents, generators) and the one loop that drives them.
 
 A run directory holds
     config.yaml        the config the run was started with (a resume must match it)
@@ -6,22 +6,27 @@ A run directory holds
     curve.csv          one row per log interval (steps, wall time, metrics)
     curve.png          the curve of the main metric
 and whatever the trainer saves beside them (`agent/`, `generator/`).
+
+Every trainer (`agents.ppo`, `agents.dqn`, `generator.train`) is an iterator of
+`(state, step, metrics)` that writes nothing; `drive` runs one through a run directory:
+resume, progress bar, curve rows, checkpoints, and a stop on a non-finite loss.
 """
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import orbax.checkpoint as ocp
+import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
 from jaxprobe.config import to_dict
 from jaxprobe.errors import UserError
+from jaxprobe.files import write_atomic
 
 # Fields that may differ between a run and its resumption: how long to train, how often to save,
 # and how the same computation is implemented.
@@ -52,6 +57,7 @@ class RunDir:
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
         item_names=("state", "meta"))
     self.curve_file = self.path / "curve.csv"
+    self.wall_before = 0.0  # seconds of training before this process (set by `resume`)
 
   def _check_same_config(self, saved: dict) -> None:
     current = self.config
@@ -65,14 +71,17 @@ class RunDir:
                       "another --out")
 
   def latest_step(self) -> int | None:
+    """The step of the latest checkpoint, or None."""
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    """Saves `state` and `meta` as checkpoint `step` (the previous one is dropped) and waits for it."""
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)),
                                                     meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()
 
   def restore(self, abstract_state: Any) -> tuple[Any, dict]:
+    """The latest checkpoint as (state shaped like `abstract_state`, meta), or a UserError."""
     step = self.manager.latest_step()
     if step is None:
       raise UserError(f"--resume: {self.path} has no checkpoint yet; start it again without --resume")
@@ -83,6 +92,13 @@ class RunDir:
       raise UserError(f"--resume: checkpoint {step} in {self.path} cannot be restored "
                       f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
     return restored["state"], restored["meta"]
+
+  def resume(self, abstract_state: Any) -> Any:
+    """The latest checkpoint's state; the curve loses rows logged after it."""
+    state, meta = self.restore(abstract_state)
+    self.wall_before = meta["wall_time"]
+    self.truncate_curve(meta["step"])
+    return state
 
   def truncate_curve(self, step: int) -> None:
     """Drops curve rows past `step` (written after the checkpoint a resume starts from)."""
@@ -95,6 +111,7 @@ class RunDir:
       self._write_rows(kept, list(rows[0]))
 
   def log(self, row: dict) -> None:
+    """Appends one row to curve.csv (the header first if the file is new)."""
     new = not self.curve_file.exists()
     with open(self.curve_file, "a", newline="") as f:
       writer = csv.DictWriter(f, fieldnames=list(row))
@@ -103,14 +120,15 @@ class RunDir:
       writer.writerow(row)
 
   def _write_rows(self, rows: list[dict], fields: list[str]) -> None:
-    tmp = self.curve_file.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=fields)
-      writer.writeheader()
-      writer.writerows(rows)
-    tmp.replace(self.curve_file)
+    import io
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(self.curve_file, text.getvalue())
 
   def close(self) -> None:
+    """Waits for pending checkpoint writes and releases the manager."""
     self.manager.close()
 
 
@@ -140,16 +158,54 @@ def plot_curve(curve_file: Path, out_png: Path, columns: Sequence[str], title: s
   plt.close(fig)
 
 
-@dataclasses.dataclass
-class Throughput:
-  """Env steps per second over the last interval, for progress bars and logs."""
-  start_step: int
-  start_time: float = dataclasses.field(default_factory=time.perf_counter)
+def drive(run: RunDir, updates: Iterator[tuple[Any, int, dict]], state: Any, *, end: int, log_every: int,
+          checkpoint_every: int, save: Callable[[Any, int, float], None], desc: str, progress: bool = True,
+          postfix: Sequence[str] = (), finite: Sequence[str] = (),
+          every: Sequence[tuple[int, Callable[[Any, int], None]]] = ()) -> tuple[Any, int]:
+  """Runs a trainer's `(state, step, metrics)` iterator from `state` (at `state.step`) towards step `end`.
 
-  def rate(self, step: int) -> float:
-    return (step - self.start_step) / max(time.perf_counter() - self.start_time, 1e-9)
-
-
-def metadata_json(obj: Any) -> Any:
-  """Round-trips through JSON so numpy scalars become plain numbers."""
-  return json.loads(json.dumps(obj, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+  A curve row (step, wall time, steps/s, metrics) is logged and `save(state, step, wall_time)`
+  called each time the step crosses a multiple of `log_every` / `checkpoint_every`, and once at
+  the end; `every` adds other `(interval, fn(state, step))` hooks. If a metric named in `finite`
+  is not finite, the run stops with a UserError before that state is kept.
+  Returns the last state and step.
+  """
+  t0, step = time.perf_counter(), int(state.step)
+  start = step
+  wall = lambda: run.wall_before + time.perf_counter() - t0
+  rate_start, rate_t0 = start, t0
+  bar = tqdm(total=end, initial=start, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
+  next_at = lambda interval, s: (s // interval + 1) * interval
+  next_log, next_ckpt = next_at(log_every, start), next_at(checkpoint_every, start)
+  next_hook = [next_at(interval, start) for interval, _ in every]
+  last_saved = run.latest_step()
+  try:
+    for new_state, new_step, metrics in updates:
+      metrics = {k: float(v) for k, v in metrics.items()}
+      bad = [k for k in finite if not np.isfinite(metrics[k])]
+      if bad:
+        terms = [k for k in metrics if k not in finite and not np.isfinite(metrics[k])] or bad
+        kept = (f"the last good checkpoint (step {last_saved}) is kept" if last_saved is not None
+                else "no checkpoint was saved yet")
+        raise UserError(f"the loss became non-finite at step {new_step} (term {terms[0]}); {kept} in {run.path}; "
+                        "lower lr or check the dataset")
+      bar.update(new_step - step)
+      state, step = new_state, new_step
+      steps_per_s = (step - rate_start) / max(time.perf_counter() - rate_t0, 1e-9)
+      bar.set_postfix({k: f"{metrics[k]:.3g}" for k in postfix if k in metrics} | dict(sps=f"{steps_per_s:.0f}"))
+      if step >= next_log:
+        next_log = next_at(log_every, step)
+        run.log(dict(step=step, wall_time=round(wall(), 1), steps_per_s=round(steps_per_s, 1), **metrics))
+      for i, (interval, hook) in enumerate(every):
+        if step >= next_hook[i]:
+          next_hook[i] = next_at(interval, step)
+          hook(state, step)
+      if step >= next_ckpt:
+        next_ckpt = next_at(checkpoint_every, step)
+        save(state, step, wall())
+        last_saved = step
+  finally:
+    bar.close()
+  if last_saved != step:
+    save(state, step, wall())
+  return state, step

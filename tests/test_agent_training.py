@@ -12,6 +12,7 @@ from jaxprobe.agents import dqn, ppo
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.agents.replay import FrameReplay
 from jaxprobe.cli import main
+from jaxprobe.commands.train_agent import train_agent
 from jaxprobe.envs import make_atari
 from jaxprobe.runs import RunDir
 
@@ -147,7 +148,7 @@ def files_digest(folder: Path) -> str:
 def test_tiny_run_then_resume_continues_from_the_saved_step(tmp_path, algorithm, config):
   module = ppo if algorithm == "ppo" else dqn
   out = tmp_path / "run"
-  module.train(config, out, progress=False)
+  train_agent(algorithm, config, out, progress=False)
   saved = load_agent(out / "agent")
   assert saved.metadata["steps"] == config.total_steps
   assert (out / "curve.png").exists() and (out / "curve.csv").read_text().count("\n") >= 2
@@ -161,7 +162,7 @@ def test_tiny_run_then_resume_continues_from_the_saved_step(tmp_path, algorithm,
   assert int(restored.step) == config.total_steps == meta["step"]
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored.params), saved.params)
   longer = dataclasses.replace(config, total_steps=2 * config.total_steps)
-  module.train(longer, out, resume=True, progress=False)
+  train_agent(algorithm, longer, out, resume=True, progress=False)
   assert load_agent(out / "agent").metadata["steps"] == longer.total_steps
   # Killed after logging past its last checkpoint: a resume drops the rows logged after the step it
   # restores, so the curve has each step once.
@@ -170,7 +171,7 @@ def test_tiny_run_then_resume_continues_from_the_saved_step(tmp_path, algorithm,
   with open(curve, "a") as f:
     f.write(",".join([str(longer.total_steps + 50), *last[1:]]) + "\n")
   even_longer = dataclasses.replace(config, total_steps=3 * config.total_steps)
-  module.train(even_longer, out, resume=True, progress=False)
+  train_agent(algorithm, even_longer, out, resume=True, progress=False)
   steps = [int(line.split(",")[0]) for line in curve.read_text().splitlines()[1:]]
   assert steps == sorted(set(steps)) and steps[-1] == even_longer.total_steps
   assert longer.total_steps + 50 not in steps

@@ -60,7 +60,7 @@ def test_defaults_are_unchanged(command):
 
 
 def test_trainer_overrides_keep_their_form(tmp_path):
-  from jaxprobe.agents.train import load_training_config
+  from jaxprobe.commands.train_agent import load_training_config
   config = tmp_path / "ppo.yaml"
   config.write_text("algorithm: ppo\nenv_id: Pong-v5\n")
   args = build_parser().parse_args(["train-agent", "--config", str(config), "--out", "o", "lr=1e-4",

@@ -10,8 +10,8 @@ from jax import lax
 
 from jaxprobe import conv as fast
 from jaxprobe.agents.agent import AgentSpec
-from jaxprobe.agents.networks import ActorCritic, QNetwork
-from jaxprobe.generator.networks import Generator
+from jaxprobe.agents.nature_cnn import ActorCritic, QNetwork
+from jaxprobe.generator.autoencoder import Generator
 
 RTOL = 1e-4
 PAD1 = ((1, 1), (1, 1))

@@ -9,10 +9,10 @@ import pytest
 from jaxprobe import saliency
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.cli import main
-from jaxprobe.data import dataset as ds
-from jaxprobe.data.collect import collect
-from jaxprobe.data.dataset import open_dataset
-from jaxprobe.data.loader import batches
+from jaxprobe.collection import dataset as ds
+from jaxprobe.collection.recorder import collect
+from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.loader import batches
 from jaxprobe.envs import make_atari
 from jaxprobe.errors import UserError
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxprobe.generator.networks import GRAY_WEIGHTS, Generator, to_agent_view
+from jaxprobe.generator.autoencoder import GRAY_WEIGHTS, Generator, to_agent_view
 
 N = 2
 

@@ -14,16 +14,16 @@ import pytest
 
 from jaxprobe.agents import Agent, AgentSpec, save_agent
 from jaxprobe.cli import main
-from jaxprobe.data.collect import collect
-from jaxprobe.data.dataset import open_dataset
+from jaxprobe.collection.recorder import collect
+from jaxprobe.collection.dataset import open_dataset
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
 from jaxprobe.generator import train as generator_train
-from jaxprobe.generator.checkpoint import GeneratorBundle, load_generator, save_generator
-from jaxprobe.generator.goggles import fidelity
-from jaxprobe.generator.networks import to_agent_view
-from jaxprobe.generator.train import (GeneratorConfig, generator_spec, init_state, make_loss, make_train_step,
-                                      train)
+from jaxprobe.generator.spec import GeneratorBundle, load_generator, save_generator
+from jaxprobe.generator.reconstruction import fidelity
+from jaxprobe.generator.autoencoder import to_agent_view
+from jaxprobe.commands.train_generator import train_generator as train
+from jaxprobe.generator.train import GeneratorConfig, generator_spec, init_state, make_loss, make_train_step
 from test_agent_training import files_digest
 
 

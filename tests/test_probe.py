@@ -10,11 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxprobe.agents.checkpoint import fingerprint, load_agent
+from jaxprobe.agents.agent import fingerprint
+from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.cli import main
 from jaxprobe.errors import UserError
-from jaxprobe.generator.checkpoint import GeneratorBundle, GeneratorSpec, save_generator
-from jaxprobe.search.probe import ProbeConfig, probe
+from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, save_generator
+from jaxprobe.search.spaces import ProbeConfig, probe
 
 TINY = dict(latent_dim=8, widths=(4, 8, 8, 8))
 
@@ -100,7 +101,7 @@ def test_sharded_probe_on_four_virtual_devices_equals_one_device(pong_q_agent_pa
       import dataclasses, jax, numpy as np
       from jaxprobe.agents.checkpoint import load_agent
       from jaxprobe.parallel import batch_mesh, batch_sharding
-      from jaxprobe.search.probe import ProbeConfig, initial_variables, make_energy
+      from jaxprobe.search.spaces import ProbeConfig, initial_variables, make_energy
       from jaxprobe.search.optimise import OptimiseConfig, optimise
       from jaxprobe.search.targets import get_target
       sys_path = {str(Path(__file__).parent)!r}

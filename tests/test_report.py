@@ -13,13 +13,14 @@ import jaxprobe
 from jaxprobe.agents import Agent, AgentSpec
 from jaxprobe.agents.checkpoint import load_agent, save_agent
 from jaxprobe.cli import main
-from jaxprobe.data.collect import collect
+from jaxprobe.collection.recorder import collect
 from jaxprobe.envs import make_atari
-from jaxprobe.evaluate.gauges import GAUGES, gauge_summary, read_gauge
-from jaxprobe.evaluate.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty, spread
-from jaxprobe.evaluate.rollouts import oxygen_at_death, rollout_evidence
-from jaxprobe.generator.checkpoint import save_generator
-from jaxprobe.search.probe import ProbeConfig, probe, write_run
+from jaxprobe.evaluation.gauges import GAUGES, gauge_summary, read_gauge
+from jaxprobe.evaluation.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty, spread
+from jaxprobe.evaluation.rollouts import oxygen_at_death, rollout_evidence
+from jaxprobe.generator.spec import save_generator
+from jaxprobe.commands.probe import write_run
+from jaxprobe.search.spaces import ProbeConfig, probe
 
 from test_probe import tiny_generator
 

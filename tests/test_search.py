@@ -1,4 +1,4 @@
-"""Targets against METHOD.md's formulas; the optimiser's drivers, early stop, sharding and errors."""
+"""Targets against the formulas of docs/search.md; the optimiser's drivers, early stop, sharding and errors."""
 import subprocess
 import sys
 import textwrap

@@ -18,8 +18,8 @@ import search_setup  # noqa: E402
 import torch_models  # noqa: E402
 
 from jaxprobe.agents.agent import AgentSpec  # noqa: E402
-from jaxprobe.generator.checkpoint import GeneratorSpec  # noqa: E402
-from jaxprobe.generator.networks import to_agent_view  # noqa: E402
+from jaxprobe.generator.spec import GeneratorSpec  # noqa: E402
+from jaxprobe.generator.autoencoder import to_agent_view  # noqa: E402
 
 
 def _close(ours, theirs, rtol=1e-4):

@@ -12,15 +12,18 @@ network themselves:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxprobe.agents.networks import ActorCritic, QNetwork
+from jaxprobe.agents.nature_cnn import ActorCritic, QNetwork
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import AGENT_OBS_SHAPE
+from jaxprobe.errors import UserError
 
 Params = Any
 KINDS = ("q", "actor_critic")
@@ -44,6 +47,7 @@ class AgentSpec:
 
   @property
   def obs_shape(self) -> tuple[int, ...]:
+    """The observation shape of one state: (4, 84, 84)."""
     return AGENT_OBS_SHAPE
 
   @property
@@ -53,13 +57,16 @@ class AgentSpec:
 
   @property
   def heads(self) -> tuple[str, ...]:
+    """The outputs `apply` returns, by name."""
     return ("q",) if self.kind == "q" else ("logits", "value")
 
   def network(self, activation: Callable = nn.relu) -> nn.Module:
+    """The Flax module; `activation` replaces the ReLUs (guided backprop)."""
     cls = QNetwork if self.kind == "q" else ActorCritic
     return cls(num_actions=self.num_actions, activation=activation, conv=self.conv)
 
   def init(self, key: jax.Array) -> Params:
+    """Fresh params drawn with `key`."""
     return self.network().init(key, jnp.zeros((1, *self.obs_shape), jnp.uint8))
 
   def apply(self, params: Params, obs: jnp.ndarray, activation: Callable = nn.relu) -> dict[str, jnp.ndarray]:
@@ -67,6 +74,7 @@ class AgentSpec:
     return self.network(activation).apply(params, obs)
 
   def to_json(self) -> dict[str, Any]:
+    """The spec as the JSON an agent checkpoint stores."""
     return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id,
                 obs_format=self.obs_format)
 
@@ -80,6 +88,7 @@ class Agent:
 
 
 def greedy_actions(spec: AgentSpec, outputs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+  """Each state's greedy action: the argmax of the action head, `(N, A)` -> `(N,)`."""
   return jnp.argmax(outputs[spec.action_head], axis=-1)
 
 
@@ -98,3 +107,39 @@ def sample_actions(spec: AgentSpec, params: Params, obs: jnp.ndarray, key: jax.A
   if spec.kind != "actor_critic":
     raise ValueError("sampling needs a policy: only actor-critic agents have one")
   return jax.random.categorical(key, spec.apply(params, obs)["logits"])
+
+
+def _path_str(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def fit_params(spec: AgentSpec, params: Params, source: str) -> Params:
+  """`params` as float32 numpy arrays if they fit `spec`'s network exactly, else a UserError.
+
+  The error names the first mismatched parameter and both shapes, so a user can
+  tell a wrong action count from a different architecture.
+  """
+  expected = dict(jax.tree_util.tree_flatten_with_path(jax.eval_shape(spec.init, jax.random.key(0)))[0])
+  expected = {_path_str(k): v.shape for k, v in expected.items()}
+  got = {_path_str(k): np.shape(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  for name, shape in expected.items():
+    if name not in got:
+      raise UserError(f"{source} does not fit the {spec.kind} network: parameter {name} "
+                      f"{tuple(shape)} is missing from the checkpoint")
+    if tuple(got[name]) != tuple(shape):
+      raise UserError(f"{source} does not fit the {spec.kind} network with {spec.num_actions} "
+                      f"actions: parameter {name} has shape {tuple(got[name])} in the checkpoint, "
+                      f"the network expects {tuple(shape)}")
+  extra = sorted(set(got) - set(expected))
+  if extra:
+    raise UserError(f"{source} does not fit the {spec.kind} network: the checkpoint has a "
+                    f"parameter {extra[0]} that the network does not")
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+
+
+def fingerprint(params: Params) -> str:
+  """A short hash of the params' values and names: the identity of an agent across files."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+    h.update(_path_str(path).encode() + np.ascontiguousarray(leaf, np.float32).tobytes())
+  return h.hexdigest()[:16]

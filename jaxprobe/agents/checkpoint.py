@@ -10,56 +10,17 @@ through the same call (see `jaxprobe.agents.cleanrl`).
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-
-from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, Params
+from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, fit_params
+from jaxprobe.agents.cleanrl import load_cleanrl
 from jaxprobe.bundle import read_spec as bundle_spec
 from jaxprobe.bundle import read_tree, save_bundle
 from jaxprobe.errors import UserError
 
 FORMAT_VERSION = 1
 SPEC_FILE = "agent.json"
-
-
-def _path_str(path: tuple) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
-def fit_params(spec: AgentSpec, params: Params, source: str) -> Params:
-  """`params` as float32 numpy arrays if they fit `spec`'s network exactly, else a UserError.
-
-  The error names the first mismatched parameter and both shapes, so a user can
-  tell a wrong action count from a different architecture.
-  """
-  expected = dict(jax.tree_util.tree_flatten_with_path(jax.eval_shape(spec.init, jax.random.key(0)))[0])
-  expected = {_path_str(k): v.shape for k, v in expected.items()}
-  got = {_path_str(k): np.shape(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-  for name, shape in expected.items():
-    if name not in got:
-      raise UserError(f"{source} does not fit the {spec.kind} network: parameter {name} "
-                      f"{tuple(shape)} is missing from the checkpoint")
-    if tuple(got[name]) != tuple(shape):
-      raise UserError(f"{source} does not fit the {spec.kind} network with {spec.num_actions} "
-                      f"actions: parameter {name} has shape {tuple(got[name])} in the checkpoint, "
-                      f"the network expects {tuple(shape)}")
-  extra = sorted(set(got) - set(expected))
-  if extra:
-    raise UserError(f"{source} does not fit the {spec.kind} network: the checkpoint has a "
-                    f"parameter {extra[0]} that the network does not")
-  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
-
-
-def fingerprint(params: Params) -> str:
-  """A short hash of the params' values and names: the identity of an agent across files."""
-  h = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
-    h.update(_path_str(path).encode() + np.ascontiguousarray(leaf, np.float32).tobytes())
-  return h.hexdigest()[:16]
 
 
 def save_agent(path: str | Path, agent: Agent) -> Path:
@@ -90,7 +51,6 @@ def load_agent(path: str | Path, env_id: str | None = None) -> Agent:
     raise UserError(f"no agent checkpoint at {path}: give a jaxprobe agent directory "
                     "or a CleanRL .cleanrl_model file")
   if path.is_file():
-    from jaxprobe.agents.cleanrl import load_cleanrl
     return load_cleanrl(path, env_id)
   spec, metadata = read_spec(path)
   params = read_tree(path, "agent checkpoint")

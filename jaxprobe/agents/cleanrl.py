@@ -13,8 +13,7 @@ from pathlib import Path
 import flax.serialization
 import numpy as np
 
-from jaxprobe.agents.agent import Agent, AgentSpec
-from jaxprobe.agents.checkpoint import fit_params
+from jaxprobe.agents.agent import Agent, AgentSpec, fit_params
 from jaxprobe.envs import atari_env_ids, check_env_id
 from jaxprobe.errors import UserError
 

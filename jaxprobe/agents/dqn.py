@@ -1,32 +1,32 @@
 """Double DQN for Atari on envpool (van Hasselt et al. 2016), the paper's agent.
 
-Read top to bottom: config, the pure loss and update, then `train`: envs step
+Read top to bottom: config, the pure loss and update, then `updates`: envs step
 while the jitted update runs (envpool's send/recv), a frame-once uint8 replay
 buffer, a linear epsilon schedule and a periodically copied target network.
+`jaxprobe train-agent` runs it through a run directory. The formulas and
+defaults: docs/agents.md, section 'Double DQN'.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Iterator, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from jaxprobe.agents.agent import Agent, AgentSpec, act
+from jaxprobe.agents.agent import AgentSpec, act
+from jaxprobe.agents.play import EpisodeTracker
 from jaxprobe.agents.replay import FrameReplay, Transitions
-from jaxprobe.agents.training import EpisodeTracker, checkpoint_run
-from jaxprobe.runs import RunDir, Throughput
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import make_atari
 
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
+  """Double DQN's settings (docs/agents.md, section 'Double DQN')."""
+
   env_id: str = "Pong-v5"
   seed: int = 1
   total_steps: int = 2_000_000       # agent steps over all envs (4 frames each)
@@ -52,6 +52,8 @@ class DQNConfig:
 
 
 class TrainState(NamedTuple):
+  """Everything a resumed run needs: online and target params, Adam state, PRNG key, agent steps."""
+
   params: Any
   target_params: Any
   opt_state: Any
@@ -60,6 +62,7 @@ class TrainState(NamedTuple):
 
 
 def epsilon_at(config: DQNConfig, step):
+  """Epsilon at agent step `step`: linear from epsilon_start to epsilon_end over epsilon_decay_steps."""
   frac = jnp.clip(step / config.epsilon_decay_steps, 0.0, 1.0)
   return config.epsilon_start + frac * (config.epsilon_end - config.epsilon_start)
 
@@ -76,10 +79,12 @@ def double_dqn_loss(params, target_params, spec: AgentSpec, batch: Transitions):
 
 
 def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
+  """Adam with DQN's learning rate and epsilon."""
   return optax.adam(config.lr, eps=config.adam_eps)
 
 
 def make_update(spec: AgentSpec, optimizer: optax.GradientTransformation):
+  """A jitted `update(state, batch) -> (state, metrics)`: one Adam step on the Double DQN loss."""
   @jax.jit
   def update(state: TrainState, batch: Transitions):
     grads, metrics = jax.grad(double_dqn_loss, has_aux=True)(state.params, state.target_params, spec, batch)
@@ -89,94 +94,61 @@ def make_update(spec: AgentSpec, optimizer: optax.GradientTransformation):
 
 
 def init_state(spec: AgentSpec, config: DQNConfig, optimizer) -> TrainState:
+  """Fresh params (the target network a copy), Adam state and key from `config.seed`, at step 0."""
   key, init_key = jax.random.split(jax.random.key(config.seed))
   params = spec.init(init_key)
   return TrainState(params, params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
 
 
 def agent_spec(config: DQNConfig, num_actions: int) -> AgentSpec:
+  """The Q agent `config` trains, for a game of `num_actions` actions."""
   return AgentSpec("q", num_actions, config.env_id, conv=conv_module(config.conv_impl))
 
 
-def train(config: DQNConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Agent:
-  """Trains (or resumes) a Double DQN agent in run directory `out`; returns the final agent.
+def updates(config: DQNConfig, spec: AgentSpec, state: TrainState) -> Iterator[tuple[TrainState, int, dict]]:
+  """Double DQN from `state` until `config.total_steps` (or `stop_after`): yields (state, agent steps, metrics).
 
-  A resumed run restores params, target params, optimizer state, PRNG key and
-  step count exactly; the replay buffer is not saved (it is GBs at paper scale)
-  and refills for `learning_starts` steps, acting with the restored epsilon.
+  Each item is one step of every env, with the updates its steps are due. The replay
+  buffer is not saved (it is GBs at paper scale): a resumed run refills it for
+  `learning_starts` steps, acting with the restored epsilon, on fresh games seeded by the step.
   """
-  run = RunDir(out, "dqn", config, resume)
-  env_kwargs = dict(episodic_life=config.episodic_life, reward_clip=config.reward_clip)
-  envs = make_atari(config.env_id, config.num_envs, seed=config.seed, **env_kwargs)
-  spec = agent_spec(config, int(envs.action_space.n))
   optimizer = make_optimizer(config)
-  state = init_state(spec, config, optimizer)
-  wall_before, refill_until = 0.0, config.learning_starts
-  if resume:
-    state, meta = run.restore(state)
-    wall_before = meta["wall_time"]
-    refill_until = int(state.step) + config.learning_starts
-    run.truncate_curve(int(state.step))
-    envs.close()
-    envs = make_atari(config.env_id, config.num_envs, seed=config.seed + int(state.step), **env_kwargs)
   update = make_update(spec, optimizer)
   policy = jax.jit(lambda params, obs, key, step: act(spec, params, obs, key, epsilon_at(config, step)))
+  step = int(state.step)
+  envs = make_atari(config.env_id, config.num_envs, seed=config.seed + step, episodic_life=config.episodic_life,
+                    reward_clip=config.reward_clip)
+  refill_until = step + config.learning_starts
   replay = FrameReplay(config.buffer_size, config.num_envs)
-  rng = np.random.default_rng(config.seed + int(state.step))
+  rng = np.random.default_rng(config.seed + step)
   tracker = EpisodeTracker(config.num_envs)
   N = config.num_envs
-  step = int(state.step)
-  rate, t0 = Throughput(step), time.perf_counter()
-  next_log, next_ckpt = step + config.log_every, step + config.checkpoint_every
   next_target = step + config.target_update_every
-  bar = tqdm(total=config.total_steps, initial=step, disable=not progress, unit="step",
-             desc=f"DQN {config.env_id}", dynamic_ncols=True)
   metrics = dict(loss=np.nan, q_mean=np.nan)  # every curve row has the same columns, before learning too
-  learning = False
-
-  def checkpoint(state, step):
-    checkpoint_run(run, step, state, wall_before + time.perf_counter() - t0, spec, state.params, "double_dqn", config)
-
   obs, _ = envs.reset()
   valid = np.ones(N, bool)
   key = state.key
   end = config.total_steps if config.stop_after <= 0 else min(config.total_steps, config.stop_after)
-  while step < end:
-    key, act_key = jax.random.split(key)
-    actions = np.asarray(policy(state.params, obs, act_key, step))
-    envs.send(actions)  # the emulators step while the update below runs
-    step += N
-    if step >= refill_until and replay.can_sample(config.n_step):
-      # One update per `train_every` agent steps: as many as boundaries this iteration crossed.
-      for _ in range(step // config.train_every - (step - N) // config.train_every):
-        state, metrics = update(state, replay.sample(rng, config.batch_size, config.n_step, config.gamma))
-        learning = True
-    if step >= next_target:
-      state = state._replace(target_params=state.params)
-      next_target += config.target_update_every
-    next_obs, reward, terminated, truncated, info = envs.recv()
-    done = terminated | truncated
-    replay.add(obs, actions, reward, done, valid)
-    tracker.update(info, terminated, truncated)
-    obs, valid = next_obs, ~done
-    bar.update(N)
-    if learning:
-      bar.set_postfix(sps=f"{rate.rate(step):.0f}", ret=f"{tracker.mean():.1f}",
-                      eps=f"{float(epsilon_at(config, step)):.2f}")
-    if step >= next_log:
-      next_log += config.log_every
-      run.log(dict(step=step, wall_time=round(wall_before + time.perf_counter() - t0, 1),
-                   episode_return=tracker.mean(), episodes=tracker.count, steps_per_s=round(rate.rate(step), 1),
-                   epsilon=round(float(epsilon_at(config, step)), 4),
-                   **{k: float(v) for k, v in metrics.items()}))
-    if step >= next_ckpt:
-      next_ckpt += config.checkpoint_every
+  try:
+    while step < end:
+      key, act_key = jax.random.split(key)
+      actions = np.asarray(policy(state.params, obs, act_key, step))
+      envs.send(actions)  # the emulators step while the update below runs
+      step += N
+      if step >= refill_until and replay.can_sample(config.n_step):
+        # One update per `train_every` agent steps: as many as boundaries this iteration crossed.
+        for _ in range(step // config.train_every - (step - N) // config.train_every):
+          state, metrics = update(state, replay.sample(rng, config.batch_size, config.n_step, config.gamma))
+      if step >= next_target:
+        state = state._replace(target_params=state.params)
+        next_target += config.target_update_every
+      next_obs, reward, terminated, truncated, info = envs.recv()
+      done = terminated | truncated
+      replay.add(obs, actions, reward, done, valid)
+      tracker.update(info, terminated, truncated)
+      obs, valid = next_obs, ~done
       state = state._replace(key=key, step=jnp.asarray(step, jnp.int32))
-      checkpoint(state, step)
-  bar.close()
-  state = state._replace(key=key, step=jnp.asarray(step, jnp.int32))
-  if run.latest_step() != step:
-    checkpoint(state, step)
-  envs.close()
-  run.close()
-  return Agent(spec, state.params)
+      yield state, step, dict(episode_return=tracker.mean(), episodes=tracker.count,
+                              epsilon=round(float(epsilon_at(config, step)), 4), **metrics)
+  finally:
+    envs.close()

@@ -1,38 +1,40 @@
 """PPO for Atari on envpool (Schulman et al. 2017), the actor-critic family of the paper's agents.
 
 Read top to bottom: config, pure pieces (GAE, loss, one minibatch step, one
-update), then `train`, which drives rollouts and updates from Python.
+update), then `updates`, which drives rollouts and updates from Python and yields
+after each update; `jaxprobe train-agent` runs it through a run directory. The
+formulas and defaults: docs/agents.md, section 'PPO'.
 
 How the epochs x minibatches of an update are driven is `config.loop`:
 "scan" fuses them into one jitted `lax.scan` (right for accelerators);
 "python" calls one jitted minibatch step from a Python loop, which on XLA:CPU
 ran 20-30x faster because convolution gradients inside loops are slow there
-(shared/CPU-FACTS.md). "auto" picks per backend. Both compute the same thing.
+(docs/cpu.md, section 'Convolution gradients inside loops'). "auto" picks per
+backend. Both compute the same thing.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Iterator, Literal, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from jaxprobe.agents.agent import Agent, AgentSpec
-from jaxprobe.agents.training import EpisodeTracker, checkpoint_run
-from jaxprobe.runs import RunDir, Throughput
+from jaxprobe.agents.agent import AgentSpec
+from jaxprobe.agents.play import EpisodeTracker
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import make_atari
+from jaxprobe.parallel import resolve_loop
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
+  """PPO's settings, CleanRL's Atari values by default (docs/agents.md, section 'PPO')."""
+
   env_id: str = "Pong-v5"
   seed: int = 1
   total_steps: int = 10_000_000      # agent steps over all envs (4 frames each)
@@ -58,6 +60,8 @@ class PPOConfig:
 
 
 class TrainState(NamedTuple):
+  """Everything a resumed run needs: params, Adam state, PRNG key, agent steps and updates done."""
+
   params: Any
   opt_state: Any
   key: jax.Array
@@ -66,6 +70,8 @@ class TrainState(NamedTuple):
 
 
 class Batch(NamedTuple):
+  """One rollout, flattened over time and envs, with its advantages and returns."""
+
   obs: jnp.ndarray        # (B, 4, 84, 84) uint8
   actions: jnp.ndarray    # (B,)
   logprobs: jnp.ndarray   # (B,) under the behaviour policy
@@ -94,6 +100,10 @@ def gae(rewards, values, dones, last_value, last_done, gamma: float, lam: float)
 
 
 def ppo_loss(params, spec: AgentSpec, config: PPOConfig, batch: Batch):
+  """The clipped PPO objective (Schulman et al. 2017, eq. 7) plus vf_coef times the value loss minus
+  ent_coef times the entropy, on one minibatch; advantages normalised per minibatch.
+  Returns (total, metrics).
+  """
   out = spec.apply(params, batch.obs)
   logp_all = jax.nn.log_softmax(out["logits"])
   logp = jnp.take_along_axis(logp_all, batch.actions[:, None], axis=-1)[:, 0]
@@ -107,15 +117,17 @@ def ppo_loss(params, spec: AgentSpec, config: PPOConfig, batch: Batch):
                      approx_kl=((ratio - 1) - jnp.log(ratio)).mean())
 
 
+def num_updates(config: PPOConfig) -> int:
+  """Updates in the whole run: total_steps in rollouts of num_envs x num_steps agent steps."""
+  return max(1, config.total_steps // (config.num_envs * config.num_steps))
+
+
 def make_optimizer(config: PPOConfig, num_updates: int) -> optax.GradientTransformation:
+  """Adam after global-norm clipping; the learning rate annealed linearly to 0 over the run if `anneal_lr`."""
   steps_per_update = config.update_epochs * config.num_minibatches
   lr = (optax.linear_schedule(config.lr, 0.0, num_updates * steps_per_update) if config.anneal_lr
         else config.lr)
   return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
-
-
-def resolve_loop(loop: str) -> str:
-  return ("python" if jax.default_backend() == "cpu" else "scan") if loop == "auto" else loop
 
 
 def make_update(spec: AgentSpec, config: PPOConfig, optimizer: optax.GradientTransformation):
@@ -163,35 +175,31 @@ def make_update(spec: AgentSpec, config: PPOConfig, optimizer: optax.GradientTra
 
 
 def init_state(spec: AgentSpec, config: PPOConfig, optimizer) -> TrainState:
+  """Fresh params, Adam state and key from `config.seed`, at step 0 and update 0."""
   key, init_key = jax.random.split(jax.random.key(config.seed))
   params = spec.init(init_key)
   return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def agent_spec(config: PPOConfig, num_actions: int) -> AgentSpec:
+  """The actor-critic agent `config` trains, for a game of `num_actions` actions."""
   return AgentSpec("actor_critic", num_actions, config.env_id, conv=conv_module(config.conv_impl))
 
 
-def train(config: PPOConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Agent:
-  """Trains (or resumes) a PPO agent in run directory `out`; returns the final agent."""
-  run = RunDir(out, "ppo", config, resume)
-  envs = make_atari(config.env_id, config.num_envs, seed=config.seed, episodic_life=config.episodic_life,
-                    reward_clip=config.reward_clip)
-  spec = agent_spec(config, int(envs.action_space.n))
+def updates(config: PPOConfig, spec: AgentSpec, state: TrainState) -> Iterator[tuple[TrainState, int, dict]]:
+  """PPO from `state` until `config.total_steps` (or `stop_after`): yields (state, agent steps, metrics).
+
+  Each item is one rollout of num_envs x num_steps agent steps and one update. Metrics: the
+  mean raw score of the last 20 whole games, games finished, and the update's losses.
+  """
   batch_size = config.num_envs * config.num_steps
-  num_updates = max(1, config.total_steps // batch_size)
-  optimizer = make_optimizer(config, num_updates)
-  state = init_state(spec, config, optimizer)
-  tracker = EpisodeTracker(config.num_envs)
-  wall_before = 0.0
-  if resume:
-    state, meta = run.restore(state)
-    wall_before = meta["wall_time"]
-    run.truncate_curve(int(state.step))
-    # The emulators cannot be saved: a resumed run starts fresh games, seeded by the step.
-    envs = make_atari(config.env_id, config.num_envs, seed=config.seed + int(state.step),
-                      episodic_life=config.episodic_life, reward_clip=config.reward_clip)
+  optimizer = make_optimizer(config, num_updates(config))
   update = make_update(spec, config, optimizer)
+  # The emulators cannot be saved: a resumed run starts fresh games, seeded by the step.
+  step = int(state.step)
+  envs = make_atari(config.env_id, config.num_envs, seed=config.seed + step, episodic_life=config.episodic_life,
+                    reward_clip=config.reward_clip)
+  tracker = EpisodeTracker(config.num_envs)
 
   @jax.jit
   def policy(params, obs, key):
@@ -207,50 +215,28 @@ def train(config: PPOConfig, out: str | Path, resume: bool = False, progress: bo
   buf_obs = np.zeros((T, N, *obs.shape[1:]), np.uint8)
   buf = {k: np.zeros((T, N), np.float32) for k in ("logprobs", "values", "rewards", "dones")}
   buf_actions = np.zeros((T, N), np.int32)
-  start_update = int(state.update)
-  rate = Throughput(int(state.step))
-  t0 = time.perf_counter()
-  next_log = int(state.step) + config.log_every
-  next_ckpt = int(state.step) + config.checkpoint_every
-  bar = tqdm(total=num_updates * batch_size, initial=int(state.step), disable=not progress,
-             unit="step", desc=f"PPO {config.env_id}", dynamic_ncols=True)
-  metrics: dict = {}
-
-  def checkpoint(step):
-    checkpoint_run(run, step, state, wall_before + time.perf_counter() - t0, spec, state.params, "ppo", config)
-
-  last_update = num_updates if config.stop_after <= 0 else min(num_updates, -(-config.stop_after // batch_size))
-  for _ in range(start_update, last_update):
-    key = state.key
-    for t in range(T):
-      key, act_key = jax.random.split(key)
-      action, logp, value = jax.device_get(policy(state.params, obs, act_key))
-      buf_obs[t], buf_actions[t], buf["logprobs"][t], buf["values"][t], buf["dones"][t] = obs, action, logp, value, done
-      obs, reward, terminated, truncated, info = envs.step(action)
-      done = terminated | truncated
-      buf["rewards"][t] = reward
-      tracker.update(info, terminated, truncated)
-    _, _, last_value = policy(state.params, obs, key)
-    state = state._replace(key=key)
-    adv, ret = advantages_fn(buf["rewards"], buf["values"], buf["dones"], last_value, jnp.asarray(done))
-    batch = Batch(buf_obs.reshape(-1, *obs.shape[1:]), buf_actions.reshape(-1), buf["logprobs"].reshape(-1),
-                  adv.reshape(-1), ret.reshape(-1))
-    state, metrics = update(state, batch)
-    state = state._replace(step=state.step + batch_size)
-    step = int(state.step)
-    bar.update(batch_size)
-    bar.set_postfix(sps=f"{rate.rate(step):.0f}", ret=f"{tracker.mean():.1f}")
-    if step >= next_log:
-      next_log += config.log_every
-      run.log(dict(step=step, wall_time=round(wall_before + time.perf_counter() - t0, 1),
-                   episode_return=tracker.mean(), episodes=tracker.count, steps_per_s=round(rate.rate(step), 1),
-                   **{k: float(v) for k, v in metrics.items()}))
-    if step >= next_ckpt:
-      next_ckpt += config.checkpoint_every
-      checkpoint(step)
-  bar.close()
-  if run.latest_step() != int(state.step):
-    checkpoint(int(state.step))
-  envs.close()
-  run.close()
-  return Agent(spec, state.params)
+  last_update = num_updates(config)
+  if config.stop_after > 0:
+    last_update = min(last_update, -(-config.stop_after // batch_size))
+  try:
+    for _ in range(int(state.update), last_update):
+      key = state.key
+      for t in range(T):
+        key, act_key = jax.random.split(key)
+        action, logp, value = jax.device_get(policy(state.params, obs, act_key))
+        buf_obs[t], buf_actions[t], buf["logprobs"][t], buf["values"][t], buf["dones"][t] = \
+            obs, action, logp, value, done
+        obs, reward, terminated, truncated, info = envs.step(action)
+        done = terminated | truncated
+        buf["rewards"][t] = reward
+        tracker.update(info, terminated, truncated)
+      _, _, last_value = policy(state.params, obs, key)
+      state = state._replace(key=key)
+      adv, ret = advantages_fn(buf["rewards"], buf["values"], buf["dones"], last_value, jnp.asarray(done))
+      batch = Batch(buf_obs.reshape(-1, *obs.shape[1:]), buf_actions.reshape(-1), buf["logprobs"].reshape(-1),
+                    adv.reshape(-1), ret.reshape(-1))
+      state, metrics = update(state, batch)
+      state = state._replace(step=state.step + batch_size)
+      yield state, int(state.step), dict(episode_return=tracker.mean(), episodes=tracker.count, **metrics)
+  finally:
+    envs.close()

@@ -15,8 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxprobe.envs import FRAME_SIZE, FRAME_STACK
+
 
 class Transitions(NamedTuple):
+  """A batch of n-step transitions sampled from the replay buffer."""
+
   obs: np.ndarray        # (B, 4, 84, 84) uint8
   actions: np.ndarray    # (B,)
   returns: np.ndarray    # (B,) n-step discounted reward
@@ -25,7 +29,9 @@ class Transitions(NamedTuple):
 
 
 class FrameReplay:
-  def __init__(self, capacity: int, num_envs: int, frame_shape=(84, 84), stack: int = 4):
+  """The ring buffer of the module docstring: each frame stored once, stacks rebuilt on sampling."""
+
+  def __init__(self, capacity: int, num_envs: int, frame_shape=(FRAME_SIZE, FRAME_SIZE), stack: int = FRAME_STACK):
     self.length = capacity // num_envs
     if self.length < 2 * stack:
       raise ValueError(f"replay capacity {capacity} is too small for {num_envs} envs")
@@ -60,6 +66,7 @@ class FrameReplay:
     return self.frames[envs[:, None], idx]
 
   def can_sample(self, n_step: int) -> bool:
+    """Whether enough steps are stored for a stack's history and an n-step future."""
     return self.size > self.stack + n_step + 1
 
   def sample(self, rng: np.random.Generator, batch_size: int, n_step: int, gamma: float) -> Transitions:

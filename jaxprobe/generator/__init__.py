@@ -1,0 +1,1 @@
+"""The generator of states: networks, losses, training, checkpoints, goggles and fidelity."""

@@ -1,4 +1,4 @@
-"""The generator's loss (METHOD.md 3): L = L_p + eta * L_a + lambda * KL, each summed per state.
+"""The generator's loss L = L_p + eta * L_a + lambda * KL, each summed per state (docs/generator.md, 'Loss').
 
 Every term is a sum over one state's elements, averaged over the batch, so eta
 and lambda keep the paper's meaning ("relative to a summed squared error"):
@@ -36,4 +36,5 @@ def kl_to_standard_normal(mean: chex.Array, logvar: chex.Array) -> chex.Array:
 
 
 def total(l_p: chex.Array, l_a: chex.Array, kl: chex.Array, eta: float, lam: float) -> chex.Array:
+  """The batch mean of L_p + eta * L_a + lambda * KL: three `(N,)` terms -> a scalar."""
   return jnp.mean(l_p + eta * l_a + lam * kl)

@@ -1,43 +1,38 @@
-"""`jaxprobe train-generator`: the generator of METHOD.md 3 trained on an agent's dataset.
+"""Training the generator on an agent's dataset (docs/generator.md, sections 'Loss' and 'Training').
 
 One jitted train step (optax Adam), data-parallel over every local device: the
 batch is split over a mesh axis "batch", the state replicated, and XLA inserts
 the gradient all-reduce (and computes batch norm statistics over the whole
 batch), so one CPU, several virtual CPUs, one GPU or a TPU slice run the same
-code and the same arithmetic. Multi-host: call `jax.distributed.initialize()`
-before anything else; the mesh then spans every host's devices.
+code and the same arithmetic. `updates` yields after every step and writes
+nothing; `jaxprobe train-generator` runs it through a run directory.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Iterator, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from jaxprobe.agents.agent import Agent
-from jaxprobe.agents.checkpoint import fingerprint
-from jaxprobe.config import to_dict
-from jaxprobe.data.dataset import Dataset
-from jaxprobe.data.loader import batches
+from jaxprobe.agents.agent import Agent, fingerprint
+from jaxprobe.collection.dataset import Dataset
+from jaxprobe.collection.loader import batches
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
-from jaxprobe.generator.checkpoint import GeneratorBundle, GeneratorSpec, save_generator
-from jaxprobe.generator.networks import Generator
-from jaxprobe.parallel import batch_mesh, batch_sharding, replicated
-from jaxprobe.report.images import grid, save_png
-from jaxprobe.runs import RunDir, metadata_json, plot_curve
+from jaxprobe.generator.autoencoder import Generator
+from jaxprobe.generator.spec import GeneratorSpec, check_same_agent
+from jaxprobe.parallel import batch_sharding, replicated
 
 ABLATIONS = ("full", "vae", "saliency", "perception")
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
+  """The generator's loss weights, network and schedule (docs/generator.md, sections 'Loss' and 'Training')."""
+
   ablation: Literal["full", "vae", "saliency", "perception"] = "full"
   beta: float = 4.0        # saliency weight in L_p (used by full and saliency)
   eta: float = 1e3         # agent-perception weight (used by full and perception)
@@ -62,6 +57,8 @@ class GeneratorConfig:
 
 
 class TrainState(NamedTuple):
+  """Everything a resumed run needs: params, batch norm statistics, Adam state, PRNG key, step."""
+
   params: Any
   batch_stats: Any
   opt_state: Any
@@ -70,11 +67,13 @@ class TrainState(NamedTuple):
 
 
 def generator_spec(config: GeneratorConfig, agent: Agent) -> GeneratorSpec:
+  """The spec of the generator `config` trains for `agent`."""
   return GeneratorSpec(latent_dim=config.latent_dim, widths=config.widths, upsample=config.upsample,
                        env_id=agent.spec.env_id, agent_fingerprint=fingerprint(agent.params))
 
 
 def init_state(spec: GeneratorSpec, config: GeneratorConfig, optimizer) -> TrainState:
+  """Fresh variables and optimizer state, seeded by `config.seed`, at step 0."""
   key, init_key = jax.random.split(jax.random.key(config.seed))
   variables = spec.init(init_key)
   return TrainState(variables["params"], variables["batch_stats"], optimizer.init(variables["params"]), key,
@@ -105,6 +104,7 @@ def make_loss(network: Generator, agent: Agent, config: GeneratorConfig):
 
 
 def make_train_step(network: Generator, agent: Agent, config: GeneratorConfig, optimizer):
+  """`train_step(state, agent_params, batch) -> (state, metrics)`: one optimizer step (pure, jittable)."""
   loss_fn = make_loss(network, agent, config)
 
   def train_step(state: TrainState, agent_params, batch):
@@ -118,107 +118,44 @@ def make_train_step(network: Generator, agent: Agent, config: GeneratorConfig, o
   return train_step
 
 
-def check_dataset_fits(dataset: Dataset, agent: Agent) -> None:
-  made_with = dataset.manifest["agent"]["fingerprint"]
-  if made_with != fingerprint(agent.params):
-    raise UserError(f"dataset {dataset.path} was collected by another agent (fingerprint {made_with}, this "
-                    f"agent's is {fingerprint(agent.params)}); collect a dataset with this agent")
-
-
-def _sheet(network, variables, agent: Agent, sample: dict) -> np.ndarray:
-  real = sample["colour"].astype(np.float32) / 255.0
-  out = network.apply(variables, real, train=False)
-  spec = agent.spec
-  real_action = np.argmax(sample[spec.action_head], -1)
-  recon_action = np.argmax(np.asarray(spec.apply(agent.params, out["agent_view"])[spec.action_head]), -1)
-  up = lambda a: np.kron((np.clip(a, 0, 1) * 255).astype(np.uint8), np.ones((2, 2, 1), np.uint8))
-  tiles = [np.concatenate([up(real[i, ..., -3:]), up(np.asarray(out["colour"][i, ..., -3:]))], axis=1)
-           for i in range(len(real))]
-  captions = [f"real a={a}  recon a={b}" for a, b in zip(real_action, recon_action)]
-  return grid(tiles, captions, cols=4)
-
-
 def latent_statistics(network: Generator, variables: dict, colour: np.ndarray, batch: int = 256) -> dict:
-  """Per-dimension mean and std of the encoder's means over real colour stacks (uint8)."""
+  """Per-dimension mean and std of the encoder's means over real colour stacks (uint8).
+
+  The search works in these coordinates (docs/generator.md, section 'Latent coordinates').
+  """
   encode = jax.jit(lambda v, x: network.apply(v, x.astype(jnp.float32) / 255.0, method="encode")[0])
   means = np.concatenate([np.asarray(encode(variables, np.asarray(colour[i:i + batch])))
                           for i in range(0, len(colour), batch)])
   return dict(latent_mean=means.mean(0).round(6).tolist(), latent_std=np.maximum(means.std(0), 1e-3).round(6).tolist())
 
 
-def train(config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Path, resume: bool = False,
-          progress: bool = True) -> GeneratorBundle:
-  """Trains (or resumes) a generator in run directory `out`; returns it."""
-  check_dataset_fits(dataset, agent)
-  mesh = batch_mesh()
+def check_inputs(config: GeneratorConfig, dataset: Dataset, agent: Agent, mesh: jax.sharding.Mesh) -> None:
+  """A UserError if `dataset` is another agent's or the batch does not split over the mesh."""
+  check_same_agent(agent, dataset=dataset)
   if config.batch_size % mesh.size:
     raise UserError(f"batch_size {config.batch_size} must be a multiple of the {mesh.size} devices")
-  run = RunDir(out, "generator", config, resume)
-  spec = generator_spec(config, agent)
-  network = spec.network(config.conv_impl)
-  optimizer = optax.adam(config.lr)
-  state = init_state(spec, config, optimizer)
-  wall_before = 0.0
-  if resume:
-    state, meta = run.restore(state)
-    wall_before = meta["wall_time"]
-    run.truncate_curve(int(state.step))
+
+
+def updates(config: GeneratorConfig, dataset: Dataset, agent: Agent, state: TrainState,
+            mesh: jax.sharding.Mesh) -> Iterator[tuple[TrainState, int, dict]]:
+  """Generator training from `state` until `config.total_steps`: yields (state, step, loss terms).
+
+  Each item is one jitted Adam step on one global batch, split over the mesh's "batch" axis
+  (the state replicated; XLA inserts the gradient all-reduce and takes batch norm statistics
+  over the whole batch). Batches follow the seeded epoch order from the state's step, so a
+  resumed run sees the same batches as an uninterrupted one.
+  """
+  check_inputs(config, dataset, agent, mesh)
+  network = generator_spec(config, agent).network(config.conv_impl)
   state = jax.device_put(state, replicated(mesh))
   agent_params = jax.device_put(agent.params, replicated(mesh))
-  step_fn = jax.jit(make_train_step(network, agent, config, optimizer))
-  head = agent.spec.action_head
-  names = ("colour", "mask", head)
+  step_fn = jax.jit(make_train_step(network, agent, config, optax.adam(config.lr)))
+  names = ("colour", "mask", agent.spec.action_head)
   data = batches(dataset, config.batch_size, seed=config.seed, names=names, start_batch=int(state.step),
                  sharding=batch_sharding(mesh))
-  sample_idx = np.sort(np.random.default_rng(config.seed).choice(len(dataset), 8, replace=False))
-  stats_idx = np.sort(np.random.default_rng(config.seed + 1).choice(len(dataset), min(2048, len(dataset)), replace=False))
-  stats_colour = np.asarray(dataset["colour"][stats_idx])
-  sample = {k: np.asarray(dataset[k][sample_idx]) for k in names}
-  step = int(state.step)
-  t0 = time.perf_counter()
-  last_good = run.latest_step()
-
-  def checkpoint(state, step):
-    wall = wall_before + time.perf_counter() - t0
-    run.save(step, state, dict(step=step, wall_time=wall))
-    plot_curve(run.curve_file, run.path / "curve.png", ["loss", "L_p", "L_a", "KL"],
-               f"generator ({config.ablation}) on {agent.spec.env_id}", "loss (summed per state)", log_y=True)
-    beta, eta = config.loss_weights()
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    save_generator(run.path / "generator", GeneratorBundle(spec, variables,
-        metadata_json(dict(steps=step, wall_time_s=round(wall, 1), ablation=config.ablation, beta=beta, eta=eta,
-                           lam=config.lam, loss_reduction="sum per state, mean over batch",
-                           dataset=str(dataset.path), config=to_dict(config),
-                           **latent_statistics(network, jax.device_get(variables), stats_colour)))))
-
-  bar = tqdm(total=config.total_steps, initial=step, disable=not progress, unit="step",
-             desc=f"generator {config.ablation}", dynamic_ncols=True)
-  for batch in data:
-    if step >= config.total_steps:
-      break
-    new_state, metrics = step_fn(state, agent_params, batch)
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not np.isfinite(metrics["loss"]):
-      bad = [k for k in ("L_p", "L_a", "KL") if not np.isfinite(metrics[k])] or ["loss"]
-      kept = f"the last good checkpoint (step {last_good}) is kept" if last_good is not None else "no checkpoint was saved yet"
-      raise UserError(f"the loss became non-finite at step {step + 1} (term {bad[0]}); {kept} in {run.path}; "
-                      "lower lr or check the dataset")
-    state, step = new_state, step + 1
-    bar.update(1)
-    bar.set_postfix(loss=f"{metrics['loss']:.1f}", L_a=f"{metrics['L_a']:.3g}")
-    if step % config.log_every == 0:
-      run.log(dict(step=step, wall_time=round(wall_before + time.perf_counter() - t0, 1), **metrics))
-    if step % config.image_every == 0:
-      save_png(run.path / "reconstructions.png",
-               _sheet(network, {"params": state.params, "batch_stats": state.batch_stats}, agent, sample))
-    if step % config.checkpoint_every == 0:
-      checkpoint(state, step)
-      last_good = step
-  bar.close()
-  data.close()
-  if run.latest_step() != step:
-    checkpoint(state, step)
-  save_png(run.path / "reconstructions.png",
-           _sheet(network, {"params": state.params, "batch_stats": state.batch_stats}, agent, sample))
-  run.close()
-  return GeneratorBundle(spec, jax.device_get({"params": state.params, "batch_stats": state.batch_stats}))
+  try:
+    for step in range(int(state.step), config.total_steps):
+      state, metrics = step_fn(state, agent_params, next(data))
+      yield state, step + 1, metrics
+  finally:
+    data.close()

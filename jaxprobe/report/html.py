@@ -1,7 +1,7 @@
-"""`jaxprobe report`: probe runs, their novelty and nearest real states, and rollout evidence in one HTML file.
+"""The HTML report: probe runs, their novelty and nearest real states, and rollout evidence in one page.
 
-The file is self-contained (images embedded as PNG data, no scripts, no network)
-and every text taken from files is escaped.
+The page is self-contained (images embedded as PNG data, no scripts, no network)
+and every text taken from files is escaped (docs/evaluation.md, section 'Report').
 """
 from __future__ import annotations
 
@@ -16,17 +16,19 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxprobe.agents.agent import Agent
-from jaxprobe.agents.checkpoint import fingerprint
-from jaxprobe.data.dataset import Dataset
+from jaxprobe.agents.agent import Agent, fingerprint
+from jaxprobe.collection.dataset import Dataset
+from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
-from jaxprobe.evaluate.gauges import LOW, gauge_summary
-from jaxprobe.evaluate.novelty import BUCKETS, nearest_by_energy, novelty, spread
-from jaxprobe.report.images import grid, value_bars
+from jaxprobe.generator.spec import check_same_agent
+from jaxprobe.evaluation.gauges import LOW, gauge_summary
+from jaxprobe.evaluation.novelty import BUCKETS, nearest_by_energy, novelty, spread
+from jaxprobe.report.images import grid, png_bytes, value_bars
 from jaxprobe.search.targets import describe, get_target
 
 
 def load_run(path: str | Path) -> dict:
+  """A probe run's `probe.json` (with its path), or a UserError if `path` is not a probe run."""
   path = Path(path)
   try:
     meta = json.loads((path / "probe.json").read_text())
@@ -38,26 +40,25 @@ def load_run(path: str | Path) -> dict:
   return meta
 
 
-def check_same_agent(runs: Sequence[dict], agent: Agent, dataset: Dataset) -> None:
+def check_runs_fit(runs: Sequence[dict], agent: Agent, dataset: Dataset) -> None:
+  """A UserError unless every run was probed, and `dataset` collected, with `agent`."""
   ours = fingerprint(agent.params)
   for run in runs:
     if run["agent"]["fingerprint"] != ours:
       raise UserError(f"{run['path']} was probed with another agent (fingerprint {run['agent']['fingerprint']}, "
                       f"not {ours}); a report covers one agent")
-  if dataset.agent_fingerprint != ours:
-    raise UserError(f"dataset {dataset.path} was collected by another agent; use this agent's dataset")
+  check_same_agent(agent, dataset=dataset)
 
 
 def png_data(image: np.ndarray) -> str:
-  buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG", optimize=True)
-  return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+  """An image as a `data:` URL, to embed in the page."""
+  return "data:image/png;base64," + base64.b64encode(png_bytes(image, optimize=True)).decode()
 
 
 def _frame(colour_or_gray: np.ndarray) -> np.ndarray:
   """The newest frame, RGB, 2x: from a colour stack (84, 84, 12) or a gray stack (4, 84, 84)."""
   a = np.asarray(colour_or_gray)
-  rgb = a[..., -3:] if a.shape[-1] == 12 else np.repeat(a[-1][..., None], 3, -1)
+  rgb = a[..., -3:] if a.shape[-1] == COLOUR_STACK_SHAPE[-1] else np.repeat(a[-1][..., None], 3, -1)
   return np.kron(rgb, np.ones((2, 2, 1), np.uint8))
 
 
@@ -122,7 +123,10 @@ figcaption{font-size:.85em;color:#444;max-width:620px} img{image-rendering:pixel
 
 
 def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts: dict | None, show: int = 8) -> str:
-  check_same_agent(runs, agent, dataset)
+  """The report page: a summary table, per target the best states of each run beside their nearest
+  real states and the novelty histogram, then the rollout evidence.
+  """
+  check_runs_fit(runs, agent, dataset)
   e = html.escape
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>jaxprobe report: {e(agent.spec.env_id)}</title>"
            f"<style>{CSS}</style></head><body>",
@@ -188,15 +192,5 @@ def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread:
   note = ("<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
           "[0, 1] units); far below the real states' it means the search found one state many times."
           + (f" {', '.join(e(n) for n in names)} read from the pixels of the newest frame "
-             f"(jaxprobe.evaluate.gauges), as a share of full." if names else "") + "</p>")
+             f"(jaxprobe.evaluation.gauges), as a share of full." if names else "") + "</p>")
   return head + body + "</table>" + note
-
-
-def write_report(out: str | Path, text: str) -> Path:
-  out = Path(out)
-  if not out.parent.is_dir():
-    raise UserError(f"cannot write {out}: the folder {out.parent} does not exist")
-  tmp = out.with_name(out.name + ".tmp")
-  tmp.write_text(text)
-  tmp.replace(out)
-  return out

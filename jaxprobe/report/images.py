@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+import io
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
 
 
 @functools.cache
@@ -27,6 +28,13 @@ def heatmap_overlay(frame: np.ndarray, heat: np.ndarray, scale: int = 4, strengt
   alpha = (strength * np.sqrt(heat))[..., None]
   out = ((1 - alpha) * gray * 0.8 + alpha * colour).clip(0, 255).astype(np.uint8)
   return np.kron(out, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else out
+
+
+def png_bytes(image: np.ndarray, optimize: bool = False) -> bytes:
+  """An `(H, W, 3)` uint8 image encoded as PNG."""
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG", optimize=optimize)
+  return buf.getvalue()
 
 
 def _font(size: int):
@@ -53,12 +61,6 @@ def grid(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, co
     if captions:
       draw.text((x + 2, y + h + 2), captions[i], fill=(230, 230, 230), font=font)
   return np.asarray(canvas)
-
-
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-  path = Path(path)
-  Image.fromarray(np.asarray(image, np.uint8)).save(path)
-  return path
 
 
 def value_bars(values: np.ndarray, width: int, height: int = 40, highlight: int | None = None) -> np.ndarray:

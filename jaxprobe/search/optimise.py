@@ -1,4 +1,4 @@
-"""Thousands of independent state optimisations as one compiled program (METHOD.md 4).
+"""Thousands of independent state optimisations as one compiled program (docs/search.md, 'Optimiser').
 
 Minimise, for every row i of a batch of variables v_i (latents, or pixels for
 the baseline), E_i = target(A(render(v_i))) + regulariser(v_i) with Adam from a
@@ -8,8 +8,8 @@ the batch is `num` independent optimisers.
 
 Two drivers of the same jitted step: "scan" fuses all steps into one program
 (accelerators); "python" calls the jitted step from Python, which on XLA:CPU ran
-1.8x faster for convolution input gradients (shared/CPU-FACTS.md). "auto" picks
-per backend. The batch may be sharded over devices (`sharding`); it is processed
+1.8x faster for convolution input gradients (docs/cpu.md, section 'Convolution
+gradients inside loops'). "auto" picks per backend (`parallel.resolve_loop`). The batch may be sharded over devices (`sharding`); it is processed
 in chunks of `chunk` rows when it does not fit in memory.
 """
 from __future__ import annotations
@@ -23,20 +23,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxprobe.config import option
 from jaxprobe.errors import UserError
+from jaxprobe.parallel import resolve_loop
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimiseConfig:
-  steps: int = 200
-  lr: float = 0.05
-  chunk: int = 0                     # rows per compiled program (0: resolve_chunk's default)
-  loop: Literal["auto", "python", "scan"] = "auto"
-  patience: int = 0                  # stop a row after this many steps without improvement (0: never)
-  min_improvement: float = 1e-4
+  """Adam over every row of a batch: how long, how fast, how the steps are driven, when a row stops."""
+
+  steps: int = option(200, "Adam steps")
+  lr: float = option(0.05, "Adam learning rate")
+  chunk: int = option(0, "states per compiled program (0: 4096 on accelerators, 1024 on CPU)")
+  loop: Literal["auto", "python", "scan"] = option(
+      "auto", "drive the steps from Python or fuse them in one lax.scan (auto: per backend)")
+  patience: int = option(0, "stop a state after N steps without improvement (0: off)")
+  min_improvement: float = 1e-4      # relative improvement that resets `patience`
 
 
 class RowState(NamedTuple):
+  """The optimiser's carry: every row's variables, Adam state, best iterate and stopping counters."""
+
   v: jax.Array            # (n, ...) current variables
   opt_state: Any
   best_v: jax.Array       # lowest-energy variables seen
@@ -49,16 +56,14 @@ class RowState(NamedTuple):
 
 
 class Result(NamedTuple):
+  """What `optimise` found for every row."""
+
   v: np.ndarray             # (num, ...) best variables per row
   energy_start: np.ndarray  # (num,)
   energy_end: np.ndarray    # (num,) energy of `v`
   curve: np.ndarray         # (steps,) mean energy over rows, per step
   stopped_at: np.ndarray    # (num,) step at which a row stopped improving (steps if never)
   compile_s: float = 0.0    # seconds spent compiling, apart from running (throughputs exclude it)
-
-
-def resolve_loop(loop: str) -> str:
-  return ("python" if jax.default_backend() == "cpu" else "scan") if loop == "auto" else loop
 
 
 def resolve_chunk(chunk: int) -> int:
@@ -73,7 +78,7 @@ def resolve_chunk(chunk: int) -> int:
 
 
 class NonFiniteEnergy(UserError):
-  pass
+  """A row's energy became NaN or infinite: the message names the target, the step and the row."""
 
 
 def _rows(mask: jax.Array, like: jax.Array) -> jax.Array:
@@ -109,12 +114,17 @@ def make_step(energy_fn: Callable, config: OptimiseConfig, optimizer: optax.Grad
 def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: jax.Array,
              sharding: jax.sharding.Sharding | None = None, name: str = "target",
              on_chunk: Callable[[int], None] | None = None) -> Result:
-  """Minimises `energy_fn(v, key) -> (n,)` row by row from `v0` `(num, ...)`."""
+  """Minimises `energy_fn(v, key) -> (n,)` row by row from `v0` `(num, ...)`.
+
+  The rows run in chunks of `resolve_chunk(config.chunk)`, each placed with `sharding`;
+  each program is compiled ahead of time, so `Result.compile_s` is timed apart from the
+  search. `on_chunk(rows)` is called after each chunk (a progress bar).
+  """
   if config.steps <= 0:
     raise UserError(f"--steps must be positive, got {config.steps}")
   optimizer = optax.adam(config.lr)
   step = make_step(energy_fn, config, optimizer)
-  loop, chunk = resolve_loop(config.loop), resolve_chunk(config.chunk)
+  chunk = resolve_chunk(config.chunk)
 
   def init(v, key):
     e = energy_fn(v, key)
@@ -122,49 +132,53 @@ def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: ja
     return RowState(v, optimizer.init(v), v, e, jnp.zeros(n, jnp.int32), jnp.full(n, config.steps, jnp.int32),
                     jnp.full(n, -1, jnp.int32), key, jnp.zeros((), jnp.int32)), e
 
-  # Compiled ahead of time, once per chunk shape, so compilation is timed apart from the search.
-  compiled, compile_s = {}, 0.0
+  def finish(state):
+    # The last step's update is scored too, so `best` covers every iterate.
+    e_last = energy_fn(state.v, state.key)
+    better = e_last < state.best_energy
+    return jnp.where(_rows(better, state.v), state.v, state.best_v), jnp.where(better, e_last, state.best_energy)
 
-  def aot(name, fn, *args):
+  scan = resolve_loop(config.loop) == "scan"
+  run_all = lambda state: jax.lax.scan(lambda c, _: step(c), state, None, length=config.steps)
+  # Each program is compiled ahead of time, so compilation is timed apart from the search, once
+  # per input signature as jit itself would: a chunk size, or the placement of the step's state
+  # (its first call may get a state placed otherwise than the steps after it).
+  programs: dict[tuple, Any] = {}
+  compile_s = 0.0
+
+  def compiled(name, fn, *args):
     nonlocal compile_s
-    # As jit's own cache: a new shape, dtype or placement (sharding) is a new program.
-    key = (name, *((a.shape, str(a.dtype), getattr(a, "sharding", None)) for a in jax.tree.leaves(args)))
-    if key not in compiled:
+    signature = (name, *((a.shape, a.dtype, getattr(a, "sharding", None)) for a in jax.tree.leaves(args)))
+    if signature not in programs:
       t = time.perf_counter()
-      compiled[key] = jax.jit(fn).lower(*args).compile()
+      programs[signature] = jax.jit(fn).lower(*args).compile()
       compile_s += time.perf_counter() - t
-    return compiled[key](*args)
+    return programs[signature](*args)
 
-  def run_jit(s):
-    if loop == "scan":
-      return aot("scan", lambda s: jax.lax.scan(lambda c, _: step(c), s, None, length=config.steps), s)
-    curve = []
-    for _ in range(config.steps):
-      s, m = aot("step", step, s)
-      curve.append(m)
-    return s, jnp.stack(curve)
-  outs = []
+  parts = []
   for c, start in enumerate(range(0, v0.shape[0], chunk)):
     v = v0[start:start + chunk]
     if sharding is not None:
       v = jax.device_put(v, sharding)
-    chunk_key = jax.random.fold_in(key, c)
-    state, e0 = aot("init", init, v, chunk_key)
-    state, curve = run_jit(state)
-    # The last step's update is scored too, so `best` covers every iterate.
-    e_last = aot("energy", energy_fn, state.v, state.key)
-    better = e_last < state.best_energy
-    best_v, best_e = jnp.where(_rows(better, v), state.v, state.best_v), jnp.where(better, e_last, state.best_energy)
+    state, e0 = compiled("init", init, v, jax.random.fold_in(key, c))
+    if scan:
+      state, curve = compiled("scan", run_all, state)
+    else:
+      curve = []
+      for _ in range(config.steps):
+        state, mean_energy = compiled("step", step, state)
+        curve.append(mean_energy)
+    best_v, best_e = compiled("finish", finish, state)
     bad = np.asarray(state.first_bad)
     if (bad >= 0).any():
       row = int(np.argmax(bad >= 0))
       raise NonFiniteEnergy(f"the energy of target {name} became non-finite at step {int(bad[row])} for "
                             f"state {start + row}; lower the learning rate or check the target function")
-    outs.append((np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve),
-                 np.asarray(state.stopped_at)))
+    parts.append(Result(np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve),
+                        np.asarray(state.stopped_at)))
     if on_chunk is not None:
       on_chunk(len(v))
-  n_rows = np.array([len(o[1]) for o in outs], np.float64)
-  curve = sum(o[3] * w for o, w in zip(outs, n_rows)) / n_rows.sum()
-  return Result(np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]),
-                np.concatenate([o[2] for o in outs]), curve, np.concatenate([o[4] for o in outs]), compile_s)
+  rows = np.array([len(r.v) for r in parts], np.float64)
+  curve = sum(r.curve * w for r, w in zip(parts, rows)) / rows.sum()
+  return Result(*(np.concatenate([getattr(r, f) for r in parts]) for f in ("v", "energy_start", "energy_end")),
+                curve=curve, stopped_at=np.concatenate([r.stopped_at for r in parts]), compile_s=compile_s)

@@ -1,4 +1,4 @@
-"""Targets: energies of one state's agent outputs, lowest where the state is of interest (METHOD.md 4).
+"""Targets: energies of one state's agent outputs, lowest where the state is of interest (docs/search.md, 'Targets').
 
 Each core function takes one state's action-value vector `q` `(A,)` (unbatched,
 rlax style) and returns a scalar energy; callers `vmap` them. For actor-critic
@@ -30,29 +30,35 @@ def softmin_tau(q: chex.Array, tau: float) -> chex.Array:
   return jnp.sum(q * jax.nn.softmax(-q / tau))
 
 
-def t_plus(q, tau):        # even the worst action is valued highly
+def t_plus(q, tau):
+  """T+: -softmin_tau(q), lowest where even the worst action is valued highly."""
   return -softmin_tau(q, tau)
 
 
-def t_minus(q, tau):       # even the best action is valued low: doomed states
+def t_minus(q, tau):
+  """T-: softmax_tau(q), lowest where even the best action is valued low (doomed states)."""
   return softmax_tau(q, tau)
 
 
-def t_plus_minus(q, tau):  # one action much better than another: critical decisions
+def t_plus_minus(q, tau):
+  """T+-: softmin_tau(q) - softmax_tau(q), lowest where one action is much better than another."""
   return softmin_tau(q, tau) - softmax_tau(q, tau)
 
 
-def s_plus(q, tau):        # high value under a uniformly random action
+def s_plus(q, tau):
+  """S+: -mean(q), lowest where the value under a uniformly random action is high."""
   del tau
   return -jnp.mean(q)
 
 
 def s_minus(q, tau):
+  """S-: mean(q), lowest where the value under a uniformly random action is low."""
   del tau
   return jnp.mean(q)
 
 
-def s_plus_minus(q, tau):  # strong disagreement among actions
+def s_plus_minus(q, tau):
+  """S+-: -std(q), lowest where the actions' values disagree most."""
   del tau
   return -jnp.std(q)
 
@@ -83,6 +89,8 @@ def describe(name: str) -> str:
 
 
 class Target(NamedTuple):
+  """A target by name: its energy of one state's outputs dict, and which output it reads."""
+
   name: str
   energy: Callable[[dict], jnp.ndarray]  # one state's outputs {"q"} or {"logits", "value"} -> scalar
   reads: str                             # which output it used, for the record

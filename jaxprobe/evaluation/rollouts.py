@@ -1,5 +1,7 @@
 """Rollout evidence: how the agent's games really end, to check a hypothesis from the samples.
 
+docs/evaluation.md, section 'Rollout evidence'.
+
 Plays whole games and records every life loss: when, the score so far, the frame
 just before it, and for games with known RAM annotations (Seaquest, from AtariARI,
 Anand et al. 2019) what the RAM said then.
@@ -16,7 +18,7 @@ from collections import deque
 import numpy as np
 
 from jaxprobe.agents.agent import Agent
-from jaxprobe.agents.evaluate import play_games, resolve_policy
+from jaxprobe.agents.play import play_games, policy_fn
 
 RAM_FACTS = {"Seaquest-v5": dict(oxygen=102, oxygen_full=64, player_x=70, player_y=97)}
 HISTORY = 64  # agent steps of RAM kept per env: longer than any death animation
@@ -55,7 +57,7 @@ def rollout_evidence(agent: Agent, episodes: int, env_id: str | None = None, eps
         deaths.append(record)
       lives[game] = info["lives"][i]
 
-  played = play_games(agent, episodes, resolve_policy(agent, policy, epsilon), env_id, seed, num_envs,
+  played = play_games(agent, episodes, policy_fn(agent, policy, epsilon), env_id, seed, num_envs,
                       on_step=record_life_losses, progress=progress, desc="rollouts")
   scores, lengths = played.scores.tolist(), played.lengths.tolist()
   summary = dict(env_id=env_id, games=len(scores), epsilon=epsilon, seed=seed, mean_score=float(np.mean(scores)),

@@ -1,4 +1,6 @@
-"""Novelty and retrieval of synthesized states against the agent's real states (METHOD.md 5).
+"""Novelty and retrieval of synthesized states against the agent's real states.
+
+docs/evaluation.md, sections 'Novelty and retrieval' and 'Spread'.
 
 Both compare the agent's view `(4, 84, 84)`: it is what the agent acts on, and
 the pixel-space baseline has no colour, so latent and pixel states are measured
@@ -21,12 +23,15 @@ BUCKETS = np.linspace(0.0, 1.0, 11)  # histogram of the fraction of differing pi
 
 
 class Novelty(NamedTuple):
+  """How far each synthesized state lies from the nearest real state."""
+
   nearest: np.ndarray          # (M,) index of the nearest real state (MSE)
   mse: np.ndarray              # (M,) its mean squared error, in [0, 1] units
   fraction_different: np.ndarray  # (M,) fraction of pixels that differ from it
   histogram: np.ndarray        # (10,) states per 10% bucket of fraction_different
 
   def summary(self) -> dict:
+    """Means and the histogram, as plain JSON data."""
     return dict(mean_fraction_different=float(self.fraction_different.mean()),
                 mean_mse=float(self.mse.mean()), histogram=self.histogram.tolist(),
                 buckets=[f"{int(a * 100)}-{int(b * 100)}%" for a, b in zip(BUCKETS[:-1], BUCKETS[1:])])
@@ -68,6 +73,7 @@ def fraction_different(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def novelty(states: np.ndarray, reference: np.ndarray) -> Novelty:
+  """Each state's nearest reference state, its MSE and share of differing pixels, and their histogram."""
   nearest, mse = nearest_states(states, reference)
   frac = fraction_different(states, np.asarray(reference[nearest]))
   hist, _ = np.histogram(frac, bins=BUCKETS)

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from jaxprobe.bundle import read_versioned_json
 from jaxprobe.errors import UserError
+from jaxprobe.files import write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -37,17 +36,13 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def partial_path(path: str | Path) -> Path:
+  """Where an unfinished collection into `path` lives: `PATH.partial`."""
   path = Path(path)
   return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
-
-
 def sha256_file(path: Path, block: int = 1 << 24) -> str:
+  """Hex SHA-256 of a file, read in blocks."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     while chunk := f.read(block):
@@ -63,15 +58,17 @@ def create_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], str]]) -
 
 
 def open_arrays_for_append(folder: Path, names: list[str]) -> dict[str, np.memmap]:
+  """The `.npy` files of a partial collection, opened for writing in place."""
   return {name: np.load(folder / f"{name}.npy", mmap_mode="r+") for name in names}
 
 
 def write_progress(partial: Path, manifest: dict, count: int, next_episode: int) -> None:
   """Marks `partial` as an unfinished collection with `count` rows written and flushed."""
-  write_json_atomic(partial / PROGRESS, dict(manifest=manifest, count=count, next_episode=next_episode))
+  write_json(partial / PROGRESS, sort_keys=True, data=dict(manifest=manifest, count=count, next_episode=next_episode))
 
 
 def read_progress(partial: Path) -> dict:
+  """What `write_progress` last wrote: the draft manifest, rows written, next episode id."""
   try:
     return json.loads((partial / PROGRESS).read_text())
   except (OSError, json.JSONDecodeError):
@@ -87,7 +84,7 @@ def finalise(partial: Path, final: Path, manifest: dict, count: int) -> Path:
       raise RuntimeError(f"{f.name} has {a.shape[0]} rows, expected {count}")
     arrays[f.stem] = dict(shape=list(a.shape), dtype=str(a.dtype), sha256=sha256_file(f))
   manifest = dict(manifest, format_version=FORMAT_VERSION, count=count, arrays=arrays)
-  write_json_atomic(partial / MANIFEST, manifest)
+  write_json(partial / MANIFEST, manifest, sort_keys=True)
   (partial / PROGRESS).unlink(missing_ok=True)
   if final.exists():
     raise UserError(f"{final} appeared while collecting; the new dataset stays in {partial}")
@@ -102,13 +99,16 @@ class Dataset:
     self.path, self.manifest, self.arrays = path, manifest, arrays
 
   def __len__(self) -> int:
+    """Number of states."""
     return int(self.manifest["count"])
 
   def __getitem__(self, name: str) -> np.ndarray:
+    """The memory-mapped array `name` (e.g. "colour", "gray", "mask")."""
     return self.arrays[name]
 
   @property
   def agent_fingerprint(self) -> str:
+    """The fingerprint of the agent that collected it (`agents.agent.fingerprint`)."""
     return self.manifest["agent"]["fingerprint"]
 
 
@@ -137,3 +137,18 @@ def open_dataset(path: str | Path, verify: bool = True) -> Dataset:
                       "collect it again")
     arrays[name] = a
   return Dataset(path, manifest, arrays)
+
+
+def summary(dataset: Dataset) -> dict:
+  """Counts, action histogram and the raw scores of the games that ended inside the dataset."""
+  actions = np.asarray(dataset["actions"])
+  episodes, rewards, dones = (np.asarray(dataset[k]) for k in ("episodes", "rewards", "dones"))
+  finished = np.unique(episodes[dones])
+  returns = [float(rewards[episodes == e].sum()) for e in finished]
+  m = dataset.manifest
+  return dict(path=str(dataset.path), states=len(dataset), env_id=m["env_id"], epsilon=m["epsilon"], seed=m["seed"],
+              agent=dict(kind=m["agent"]["kind"], num_actions=m["agent"]["num_actions"],
+                         fingerprint=m["agent"]["fingerprint"]),
+              action_histogram=np.bincount(actions, minlength=m["agent"]["num_actions"]).tolist(),
+              episodes_started=int(len(np.unique(episodes))), games_finished=len(returns),
+              game_scores=returns, mean_game_score=float(np.mean(returns)) if returns else None)

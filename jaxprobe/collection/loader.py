@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import jax
 import numpy as np
 
-from jaxprobe.data.dataset import Dataset
+from jaxprobe.collection.dataset import Dataset
 
 
 def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:

@@ -15,6 +15,8 @@ import numpy as np
 
 
 class Gauge(NamedTuple):
+  """Where a game draws a bar gauge in the newest frame, and its empty and full levels."""
+
   rows: tuple[int, int]   # [start, stop) in the 84x84 frame
   cols: tuple[int, int]
   channel: int            # R, G or B of the newest frame of the colour stack

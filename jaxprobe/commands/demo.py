@@ -1,25 +1,37 @@
 """`jaxprobe demo`: the whole method on a bundled agent and generator, ending in one HTML report.
 
+    jaxprobe demo                 # Pong; --game seaquest for Seaquest's
+
 Collects a small set of the agent's real states (for novelty and retrieval),
 probes every target in latent space and the paper's pixel-space baseline for
-T- and T+, plays games for rollout evidence, and writes `report.html`.
+T- and T+, plays games for rollout evidence, and writes `report.html`: the
+commands before it, in one run.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import time
 from pathlib import Path
 
 from jaxprobe.agents.checkpoint import load_agent
-from jaxprobe.data.collect import collect
-from jaxprobe.data.dataset import open_dataset
+from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.recorder import collect
+from jaxprobe.commands import flags
+from jaxprobe.commands.probe import summary_table, write_run
 from jaxprobe.errors import UserError
-from jaxprobe.evaluate.gauges import gauge_summary
-from jaxprobe.evaluate.rollouts import rollout_evidence
-from jaxprobe.generator.checkpoint import load_generator
-from jaxprobe.report.html import build_report, load_run, write_report
-from jaxprobe.search.probe import ProbeConfig, probe, summary_table, write_run
+from jaxprobe.evaluation.gauges import gauge_summary
+from jaxprobe.evaluation.rollouts import rollout_evidence
+from jaxprobe.files import prepare_out_dir, write_atomic, write_json
+from jaxprobe.generator.spec import load_generator
+from jaxprobe.report.html import build_report, load_run
+from jaxprobe.search.spaces import ProbeConfig, probe
+
+NAME = "demo"
+HELP = "the whole method on the bundled agent and generator, ending in a report"
+DESCRIPTION = ("Collect reference states, probe every target (and the pixel baseline for T- and T+), play games for "
+               "rollout evidence, and write OUT/report.html.")
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GAMES = {"pong": "Pong-v5", "seaquest": "Seaquest-v5"}
@@ -27,7 +39,22 @@ LATENT_TARGETS = ("T+", "T-", "T+-", "S+", "S-", "S+-")
 PIXEL_TARGETS = ("T-", "T+")
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """The subcommand's flags."""
+  p.add_argument("--game", default="pong", help="pong or seaquest: which bundled assets (default: pong)")
+  flags.agent(p, help="use this agent instead of the bundled one", required=False)
+  flags.generator(p, required=False, help="use this generator instead of the bundled one")
+  flags.out(p, "output directory (default: out/demo)", default="out/demo")
+  p.add_argument("--num", type=int, default=16, help="states per target (default: 16)")
+  p.add_argument("--steps", type=int, default=60, help="optimisation steps (default: 60)")
+  p.add_argument("--reference-states", type=int, default=2000, help="real states collected for novelty "
+                                                                     "(default: 2000)")
+  p.add_argument("--rollouts", type=int, default=6, help="games of rollout evidence (default: 6)")
+  flags.quiet(p, "no progress bars")
+
+
 def bundled(game: str) -> tuple[Path, Path]:
+  """The bundled agent and generator of `game` (pong or seaquest)."""
   if game not in GAMES:
     raise UserError(f"unknown demo game '{game}'; known: {', '.join(GAMES)}")
   agent, generator = ASSETS / "agents" / game, ASSETS / "generators" / game
@@ -40,13 +67,11 @@ def bundled(game: str) -> tuple[Path, Path]:
 def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None, generator_path: str | None = None,
              num: int = 16, steps: int = 60, reference_states: int = 2000, rollouts: int = 6,
              progress: bool = True) -> dict:
+  """Runs the demo into `out`; returns the summary also written to `out/demo.json`."""
   if agent_path is None or generator_path is None:
     default_agent, default_generator = bundled(game)
     agent_path, generator_path = agent_path or str(default_agent), generator_path or str(default_generator)
-  out = Path(out)
-  if out.exists() and not out.is_dir():
-    raise UserError(f"output directory {out} is a file; choose a directory path")
-  out.mkdir(parents=True, exist_ok=True)
+  out = prepare_out_dir(out)
   t0 = time.perf_counter()
   agent, generator = load_agent(agent_path), load_generator(generator_path)
   data = out / "reference_states"
@@ -67,11 +92,19 @@ def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None,
   t = time.perf_counter()
   evidence = rollout_evidence(agent, rollouts, progress=progress)
   timings["rollouts_s"] = time.perf_counter() - t
-  report = write_report(out / "report.html", build_report([load_run(r) for r in runs], agent, dataset, evidence))
+  report = write_atomic(out / "report.html", build_report([load_run(r) for r in runs], agent, dataset, evidence))
   timings["total_s"] = time.perf_counter() - t0
   summary = dict(report=str(report), game=game, timings_s={k: round(v, 1) for k, v in timings.items()},
                  rollouts={k: v for k, v in evidence["summary"].items() if k not in ("scores", "oxygen_at_death")})
   if gauges:  # pixel readings of game gauges (Seaquest's oxygen) on the samples and on real states
     summary["gauges"] = dict(gauges, **{"real states": gauge_summary(dataset["colour"], agent.spec.env_id)})
-  (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+  write_json(out / "demo.json", summary)
   return summary
+
+
+def run(args: argparse.Namespace) -> None:
+  """Runs the subcommand."""
+  summary = run_demo(args.out, args.game, args.agent, args.generator, num=args.num, steps=args.steps,
+                     reference_states=args.reference_states, rollouts=args.rollouts, progress=not args.quiet)
+  print(json.dumps(summary, indent=2))
+  print(f"open {summary['report']}")

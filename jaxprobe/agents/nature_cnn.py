@@ -53,6 +53,7 @@ class QNetwork(nn.Module):
 
   @nn.compact
   def __call__(self, obs: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Q-values `{"q": (N, A)}` of observations `(N, 4, 84, 84)` in [0, 255]."""
     x = nature_torso(obs, self.activation, self.conv, orthogonal_init=False)
     return {"q": nn.Dense(self.num_actions, name="Dense_1")(x)}
 
@@ -65,6 +66,7 @@ class ActorCritic(nn.Module):
 
   @nn.compact
   def __call__(self, obs: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Policy logits `(N, A)` and state values `(N,)` of observations `(N, 4, 84, 84)` in [0, 255]."""
     x = nature_torso(obs, self.activation, self.conv, orthogonal_init=True)
     logits = nn.Dense(self.num_actions, kernel_init=_orthogonal(0.01),
                       bias_init=nn.initializers.zeros, name="policy")(x)

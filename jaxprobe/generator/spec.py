@@ -1,8 +1,8 @@
-"""Self-describing generator checkpoints: `load_generator(path)` rebuilds the network alone.
+"""The generator as data: its spec, its variables, self-describing checkpoints, and what it fits.
 
 `generator.json` records the architecture (latent size, widths, channels, upsampling
 formulation), the image size, and which agent, game and dataset it was trained for,
-so later stages can refuse to mix a generator with another agent.
+so later stages can refuse to mix a generator with another agent (`check_same_agent`).
 """
 from __future__ import annotations
 
@@ -11,37 +11,46 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxprobe.agents.agent import Agent, fingerprint
 from jaxprobe.bundle import read_spec, read_tree, save_bundle
+from jaxprobe.collection.dataset import Dataset
+from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
-from jaxprobe.generator.networks import Generator
+from jaxprobe.generator.autoencoder import Generator, to_agent_view
 
 FORMAT_VERSION = 1
 SPEC_FILE = "generator.json"
-IMAGE_SHAPE = (84, 84, 12)
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorSpec:
+  """What a generator checkpoint needs to be rebuilt, and the agent and game it was trained for."""
+
   latent_dim: int = 100
   widths: tuple[int, ...] = (32, 64, 128, 256)
-  channels: int = 12
-  upsample: str = "subpixel"
-  image_shape: tuple[int, ...] = IMAGE_SHAPE
+  channels: int = COLOUR_STACK_SHAPE[-1]
+  upsample: str = "transpose"
+  image_shape: tuple[int, ...] = COLOUR_STACK_SHAPE
   env_id: str = ""
   agent_fingerprint: str = ""
 
   def network(self, conv_impl: str = "auto") -> Generator:
+    """The Flax module; `conv_impl` changes how it computes, never its parameters."""
     return Generator(latent_dim=self.latent_dim, widths=self.widths, channels=self.channels,
                      upsample=self.upsample, conv_impl=conv_impl)
 
   def init(self, key: jax.Array) -> dict:
+    """Fresh variables `{"params", "batch_stats"}` drawn with `key`."""
     return self.network().init({"params": key, "latent": key}, np.zeros((1, *self.image_shape), np.float32))
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorBundle:
+  """A generator: its spec, variables `{"params", "batch_stats"}` and training metadata."""
+
   spec: GeneratorSpec
   variables: Any            # {"params": ..., "batch_stats": ...}
   metadata: dict = dataclasses.field(default_factory=dict)
@@ -58,12 +67,37 @@ class GeneratorBundle:
     std = np.asarray(self.metadata.get("latent_std", np.ones(d)), np.float32)
     return mean, std
 
-  def decode(self, z, conv_impl: str = "auto"):
-    """Latents `(N, latent_dim)` -> colour stacks `(N, 84, 84, 12)` in [0, 1] (eval mode)."""
-    return self.spec.network(conv_impl).apply(self.variables, z, method=Generator.decode)
+  def decode(self, variables: Any, z: jax.Array, conv_impl: str = "auto") -> tuple[jax.Array, jax.Array]:
+    """Latents z `(N, latent_dim)` -> (colour stacks `(N, 84, 84, 12)` in [0, 1], the agent's view
+    `(N, 4, 84, 84)` in [0, 255]), in eval mode. `variables` is an argument, not `self.variables`,
+    so that a jitted caller passes them as data rather than baking them into the program."""
+    colour = self.spec.network(conv_impl).apply(variables, z, method=Generator.decode)
+    return colour, to_agent_view(colour)
+
+  def reconstruct(self, variables: Any, colour: jax.Array, conv_impl: str = "auto") -> dict[str, jax.Array]:
+    """G(E(x)) of colour stacks `(N, 84, 84, 12)` uint8, eval mode: the network's outputs
+    (`colour` in [0, 1], `agent_view` in [0, 255], `mean`, `logvar`, `z`)."""
+    return self.spec.network(conv_impl).apply(variables, jnp.asarray(colour, jnp.float32) / 255.0, train=False)
+
+
+def check_same_agent(agent: Agent, dataset: Dataset | None = None, generator: GeneratorBundle | None = None) -> None:
+  """A UserError unless `dataset` was collected and `generator` trained for `agent` (same params)."""
+  ours = fingerprint(agent.params)
+  if dataset is not None and dataset.agent_fingerprint != ours:
+    raise UserError(f"dataset {dataset.path} was collected by another agent (fingerprint "
+                    f"{dataset.agent_fingerprint}, this agent's is {ours}); use this agent's dataset or "
+                    "collect one with it")
+  if generator is not None:
+    if generator.spec.env_id != agent.spec.env_id:
+      raise UserError(f"the generator was trained on {generator.spec.env_id} but the agent plays "
+                      f"{agent.spec.env_id}; use a generator trained for this agent")
+    if generator.spec.agent_fingerprint != ours:
+      raise UserError(f"the generator was trained for another agent (fingerprint {generator.spec.agent_fingerprint}, "
+                      f"this agent's is {ours}); use the agent it was trained with")
 
 
 def save_generator(path: str | Path, bundle: GeneratorBundle) -> Path:
+  """Writes `bundle` to directory `path`, replacing an earlier generator there only once complete."""
   spec = dict(format_version=FORMAT_VERSION, **dataclasses.asdict(bundle.spec), metadata=bundle.metadata)
   return save_bundle(path, bundle.variables, SPEC_FILE, spec, "a generator checkpoint")
 
@@ -78,9 +112,10 @@ def load_generator(path: str | Path, expect: GeneratorSpec | None = None) -> Gen
                          agent_fingerprint=meta["agent_fingerprint"])
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"generator checkpoint {path}: {SPEC_FILE} lacks a valid field ({e})") from None
-  if spec.image_shape != IMAGE_SHAPE:
+  if spec.image_shape != COLOUR_STACK_SHAPE:
     raise UserError(f"generator checkpoint {path} makes {'x'.join(map(str, spec.image_shape))} images; jaxprobe's "
-                    f"agents read {'x'.join(map(str, IMAGE_SHAPE))} colour stacks; use a generator trained by jaxprobe")
+                    f"agents read {'x'.join(map(str, COLOUR_STACK_SHAPE))} colour stacks; use a generator trained by "
+                    "jaxprobe")
   if expect is not None:
     for field in ("latent_dim", "image_shape", "widths", "upsample"):
       if getattr(spec, field) != getattr(expect, field):

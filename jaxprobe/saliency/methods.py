@@ -1,4 +1,4 @@
-"""Saliency of an agent's output with respect to its input frames.
+"""Saliency of an agent's output with respect to its input frames (docs/saliency.md).
 
 Every method takes the agent's spec (anything with `apply(params, obs,
 activation=...)` and `action_head`), its params, a batch of observations
@@ -8,7 +8,8 @@ activation=...)` and `action_head`), its params, a batch of observations
 and returns a map the shape of `obs`. All are pure and jit/vmap-friendly (make
 `agent` and `head` static under jit).
 
-`saliency_mask` turns a map into the generator's loss weight M(x) (METHOD.md 2).
+`saliency_mask` turns a map into the generator's loss weight M(x) (docs/saliency.md,
+section 'The saliency mask M(x)').
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxprobe.envs import FRAME_SIZE
 
 METHODS = ("guided", "gradient", "smoothgrad", "integrated", "perturbation")
 
@@ -122,7 +125,7 @@ def gaussian_blur(frames: jnp.ndarray, sigma: float) -> jnp.ndarray:
   return blur_axis(blur_axis(frames, -1), -2)
 
 
-def perturbation_masks(size: int = 84, stride: int = 5, sigma: float = 5.0) -> jnp.ndarray:
+def perturbation_masks(size: int = FRAME_SIZE, stride: int = 5, sigma: float = 5.0) -> jnp.ndarray:
   """Gaussian masks centred on a grid every `stride` pixels: `(G, G, size, size)` in [0, 1]."""
   centres = jnp.arange(0, size, stride, dtype=jnp.float32)
   yy, xx = jnp.meshgrid(jnp.arange(size, dtype=jnp.float32), jnp.arange(size, dtype=jnp.float32), indexing="ij")

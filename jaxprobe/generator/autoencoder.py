@@ -1,4 +1,4 @@
-"""The state generator of METHOD.md section 3: a VAE-like encoder/decoder over colour stacks.
+"""The state generator: a VAE-like encoder/decoder over colour stacks (docs/generator.md, 'Architecture').
 
 Colour stacks are `(N, 84, 84, 12)` NHWC in [0, 1], channel `3 * frame + c` with c in RGB
 (the order of envpool's `gray_scale=False` stacks once moved to channels-last).
@@ -32,11 +32,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.conv import SubpixelConv, conv_module, conv_transpose_module, resolve_conv_impl
+from jaxprobe.envs import FRAME_SIZE
 from jaxprobe.norm import BatchNorm
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _DECODER_SIZE = 8  # 8 * 2**4 = 128, cropped to 84
-_FRAME_SIZE = 84
 
 
 def to_agent_view(colour_stack: jnp.ndarray) -> jnp.ndarray:
@@ -55,6 +55,7 @@ class Generator(nn.Module):
   conv_impl: str = "auto"
 
   def setup(self):
+    """The layers: encoder convolutions and norms, latent heads, decoder."""
     if self.upsample not in ("transpose", "subpixel"):
       raise ValueError(f"upsample must be 'transpose' or 'subpixel', got {self.upsample!r}")
     conv = conv_module(self.conv_impl)
@@ -95,8 +96,8 @@ class Generator(nn.Module):
     """Per upsampling layer, the output window to compute: the crop for the last layer, then
     back to front what each layer reads (whole maps for layers whose batch statistics count)."""
     n = len(self.dec_ups)
-    top = ((_DECODER_SIZE << n) - _FRAME_SIZE) // 2
-    windows = [((top, top + _FRAME_SIZE),) * 2]
+    top = ((_DECODER_SIZE << n) - FRAME_SIZE) // 2
+    windows = [((top, top + FRAME_SIZE),) * 2]
     for i in reversed(range(n - 1)):
       size = _DECODER_SIZE << (i + 1)
       windows.insert(0, ((0, size),) * 2 if train else self.dec_ups[i + 1].input_window(windows[0], (size, size)))

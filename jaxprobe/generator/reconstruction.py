@@ -1,43 +1,34 @@
-"""Generator goggles (the paper's Table 1): the agent plays the real game seeing only G(E(x)).
+"""How much of a real state survives the generator, for the agent (docs/generator.md, 'Goggles and fidelity').
 
-Its score against its own score on the same games measures how much of what the
-agent needs the generator keeps.
+Goggles (the paper's Table 1): the agent plays the real game seeing only G(E(x)); its
+score against its own score on the same games. Fidelity: state by state on a dataset,
+how often the agent's greedy action survives, the distance of its outputs, and the
+reconstruction error on salient pixels and elsewhere.
 """
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.agents.agent import Agent
-from jaxprobe.agents.evaluate import evaluate
+from jaxprobe.agents.play import evaluate
+from jaxprobe.collection.dataset import Dataset
 from jaxprobe.errors import UserError
-from jaxprobe.agents.checkpoint import fingerprint
-from jaxprobe.generator.checkpoint import GeneratorBundle
-from jaxprobe.generator.networks import to_agent_view
-
-
-def check_generator_fits(generator: GeneratorBundle, agent: Agent) -> None:
-  if generator.spec.agent_fingerprint != fingerprint(agent.params):
-    raise UserError(f"the generator was trained for another agent (fingerprint {generator.spec.agent_fingerprint}, "
-                    f"this agent's is {fingerprint(agent.params)}); use the agent it was trained with")
+from jaxprobe.generator import losses
+from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
 
 
 def reconstruct_fn(generator: GeneratorBundle):
   """colour stacks (N, 84, 84, 12) uint8 -> the agent's view of G(E(x)), (N, 4, 84, 84) in [0, 255]."""
-  network = generator.spec.network()
-
-  @jax.jit
-  def reconstruct(variables, colour):
-    out = network.apply(variables, colour.astype(np.float32) / 255.0, train=False)
-    return to_agent_view(out["colour"])
-
+  reconstruct = jax.jit(lambda variables, colour: generator.reconstruct(variables, colour)["agent_view"])
   return lambda colour: reconstruct(generator.variables, colour)
 
 
 def goggles(agent: Agent, generator: GeneratorBundle, episodes: int, env_id: str | None = None,
             epsilon: float = 0.01, seed: int = 0, progress: bool = True) -> dict:
   """The agent's score with and without goggles on the same games (same seeds)."""
-  check_generator_fits(generator, agent)
+  check_same_agent(agent, generator=generator)
   own = evaluate(agent, episodes, env_id, epsilon, seed, progress=progress).summary()
   seen = evaluate(agent, episodes, env_id, epsilon, seed, progress=progress,
                   observe=reconstruct_fn(generator)).summary()
@@ -45,7 +36,7 @@ def goggles(agent: Agent, generator: GeneratorBundle, episodes: int, env_id: str
               generator=generator.metadata.get("ablation", "?"))
 
 
-def fidelity(agent: Agent, generator: GeneratorBundle, dataset, num: int = 1000, batch: int = 100,
+def fidelity(agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: int = 1000, batch: int = 100,
              seed: int = 0) -> dict:
   """How much of what the agent reads survives G(E(x)), on `num` real states of `dataset`.
 
@@ -55,7 +46,7 @@ def fidelity(agent: Agent, generator: GeneratorBundle, dataset, num: int = 1000,
   action outputs (L_a); and the reconstruction's squared error per colour value on the
   salient pixels (mask > 0.5: ball, paddles, the agent's submarine) and on the rest.
   """
-  check_generator_fits(generator, agent)
+  check_same_agent(agent, generator=generator)
   if num <= 0:
     raise UserError(f"--states must be positive, got {num}")
   game = dataset.manifest["agent"]["env_id"]
@@ -63,22 +54,22 @@ def fidelity(agent: Agent, generator: GeneratorBundle, dataset, num: int = 1000,
     raise UserError(f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
                     "use a dataset of the agent's game")
   idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
-  network, head = generator.spec.network(), agent.spec.action_head
+  head = agent.spec.action_head
 
   @jax.jit
   def compare(variables, colour, gray, mask):
-    out = network.apply(variables, colour.astype(np.float32) / 255.0, train=False)
-    real, recon = agent.spec.apply(agent.params, gray)[head], agent.spec.apply(agent.params, to_agent_view(out["colour"]))[head]
+    out = generator.reconstruct(variables, colour)
+    real, recon = (agent.spec.apply(agent.params, x)[head] for x in (gray, out["agent_view"]))
     error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
     salient = mask > 0.5
-    return dict(agree=(real.argmax(-1) == recon.argmax(-1)).sum(), l_a=((real - recon) ** 2).sum(-1).sum(),
+    return dict(agree=(real.argmax(-1) == recon.argmax(-1)).sum(), l_a=losses.perception(real, recon).sum(),
                 err_salient=(error * salient).sum(), n_salient=salient.sum(),
                 err_rest=(error * ~salient).sum(), n_rest=(~salient).sum())
 
   totals: dict[str, float] = {}
   for start in range(0, len(idx), batch):
     rows = idx[start:start + batch]
-    part = compare(generator.variables, np.asarray(dataset["colour"][rows]), np.asarray(dataset["gray"][rows]),
+    part = compare(generator.variables, jnp.asarray(dataset["colour"][rows]), np.asarray(dataset["gray"][rows]),
                    np.asarray(dataset["mask"][rows]))
     for k, v in jax.device_get(part).items():
       totals[k] = totals.get(k, 0.0) + float(v)

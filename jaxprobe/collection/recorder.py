@@ -1,4 +1,6 @@
-"""`jaxprobe collect`: the agent plays epsilon-greedily; every state it sees is recorded.
+"""Recording an agent's states into a dataset: it plays epsilon-greedily, every state it sees is kept.
+
+The method and its values: docs/collection.md, section 'Collection'.
 
 The agent acts on envpool's own grayscale stacks, exactly as in training. The
 colour version of each stack comes from a second envpool instance of the same
@@ -22,25 +24,28 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxprobe import saliency
-from jaxprobe.agents.agent import Agent, act
-from jaxprobe.agents.checkpoint import fingerprint
-from jaxprobe.agents.rollout import make_env_for
-from jaxprobe.data import dataset as ds
+from jaxprobe.agents.agent import Agent, act, fingerprint
+from jaxprobe.agents.play import colour_stacks_channel_last, make_env_for
+from jaxprobe.collection import dataset as ds
+from jaxprobe.envs import AGENT_OBS_SHAPE, COLOUR_STACK_SHAPE, FRAME_SIZE
 from jaxprobe.errors import UserError
+from jaxprobe.parallel import map_in_batches
 
 SALIENCY_BATCH = 64  # states per saliency call: one compile, bounded memory
 
 
 def array_specs(agent: Agent, frames: int) -> dict:
+  """Shape and dtype of every array of a dataset of `frames` states of `agent` (docs/collection.md)."""
   n, a = frames, agent.spec.num_actions
   outputs = {"q": ((n, a), "float32")} if agent.spec.kind == "q" else \
       {"logits": ((n, a), "float32"), "value": ((n,), "float32")}
-  return dict(colour=((n, 84, 84, 12), "uint8"), gray=((n, 4, 84, 84), "uint8"), actions=((n,), "int32"),
-              rewards=((n,), "float32"), dones=((n,), "bool"), episodes=((n,), "int32"),
-              steps=((n,), "int32"), mask=((n, 84, 84), "float32"), **outputs)
+  return dict(colour=((n, *COLOUR_STACK_SHAPE), "uint8"), gray=((n, *AGENT_OBS_SHAPE), "uint8"),
+              actions=((n,), "int32"), rewards=((n,), "float32"), dones=((n,), "bool"), episodes=((n,), "int32"),
+              steps=((n,), "int32"), mask=((n, FRAME_SIZE, FRAME_SIZE), "float32"), **outputs)
 
 
 def make_explainer(agent: Agent, blur_size: int):
+  """A jitted `explain(params, obs) -> (outputs, M(x))`: the agent's outputs and saliency masks."""
   spec = agent.spec
 
   @jax.jit
@@ -117,7 +122,7 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
       key, act_key = jax.random.split(key)
       actions = np.asarray(policy(agent.params, gray, act_key, epsilon))
       times["agent"] += time.perf_counter() - t
-      rows["colour"].append(colour.reshape(num_envs, 4 * 3, 84, 84).transpose(0, 2, 3, 1))
+      rows["colour"].append(colour_stacks_channel_last(colour))
       rows["gray"].append(gray)
       rows["actions"].append(actions)
       rows["episodes"].append(episode.copy())
@@ -143,18 +148,11 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
     n = min(len(chunk["actions"]), frames - count)
     chunk = {k: v[:n] for k, v in chunk.items()}
     t = time.perf_counter()
-    outputs, masks = [], []
-    for s in range(0, n, SALIENCY_BATCH):
-      obs = chunk["gray"][s:s + SALIENCY_BATCH]
-      pad = SALIENCY_BATCH - len(obs)
-      o, m = jax.device_get(explain(agent.params, np.concatenate([obs, np.repeat(obs[-1:], pad, 0)]) if pad else obs))
-      outputs.append({k: v[:len(obs)] for k, v in o.items()})
-      masks.append(m[:len(obs)])
+    outputs, chunk["mask"] = map_in_batches(lambda obs: explain(agent.params, obs), chunk["gray"],
+                                            batch_size=SALIENCY_BATCH)
     times["saliency"] += time.perf_counter() - t
     t = time.perf_counter()
-    chunk["mask"] = np.concatenate(masks)
-    for k in outputs[0]:
-      chunk[k] = np.concatenate([o[k] for o in outputs])
+    chunk.update(outputs)
     for k, v in chunk.items():
       arrays[k][count:count + n] = v
     for a in arrays.values():

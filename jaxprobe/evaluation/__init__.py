@@ -1,0 +1,1 @@
+"""Evaluation of found states against real play: novelty and retrieval, pixel gauges, rollout evidence."""

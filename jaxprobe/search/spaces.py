@@ -1,0 +1,168 @@
+"""The two spaces a search runs in, and `probe`: every target's states found in one of them.
+
+Latent space (the paper's method): E(u) = target(A(gray(G(z)))) + alpha * 0.5 ||u||^2
+from u ~ N(0, I), where z = m + s * u in the standardised coordinates of the encoder's
+latents on real states (`GeneratorBundle.latent_coordinates`): at the paper's KL weight the
+data does not lie near N(0, I) in z itself. Pixel space (the paper's baseline, activation
+maximisation): the agent's input itself is optimised from noise, x = 255 sigmoid(u), with
+total-variation, blur and jitter regularisers; it finds states the agent reads as intended
+but that lie far from the game's states. docs/search.md has the formulas and values.
+
+    results = probe(agent, generator, ["T-", "T+"], ProbeConfig(num=256, steps=200))
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxprobe import saliency
+from jaxprobe.agents.agent import Agent, greedy_actions
+from jaxprobe.config import option
+from jaxprobe.errors import UserError
+from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
+from jaxprobe.parallel import batch_mesh, batch_sharding
+from jaxprobe.search.optimise import OptimiseConfig, optimise, resolve_chunk
+from jaxprobe.search.targets import Target, get_target
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig(OptimiseConfig):
+  """A search: the optimiser's settings (inherited), where to search, how many states, the energy's weights."""
+
+  space: Literal["latent", "pixel"] = option("latent", "where to search")
+  num: int = option(256, "states per target")
+  alpha: float = option(0.01, "weight of the latent prior 0.5||u||^2")
+  tau: float = option(1.0, "temperature of the targets' soft max/min")
+  seed: int = option(0, "seed of the starting points")
+  tv_weight: float = 0.3     # pixel space: total variation (per pixel, in [0, 1] units)
+  blur_sigma: float = 0.5    # pixel space: the agent sees the image blurred by this
+  jitter: int = 3            # pixel space: random shifts up to this many pixels each step
+
+
+class ProbeResult(NamedTuple):
+  """The states found for one target, with the agent's reading of them."""
+
+  target: str
+  reads: str
+  variables: np.ndarray      # (num, latent_dim) standardised latents u, or (num, 4, 84, 84) pixel logits
+  colour: np.ndarray         # (num, 84, 84, 12) uint8 (pixel space: the gray frames as RGB)
+  gray: np.ndarray           # (num, 4, 84, 84) uint8, the agent's view
+  outputs: dict              # the agent's outputs on the found states
+  greedy: np.ndarray         # (num,)
+  energy_start: np.ndarray
+  energy_end: np.ndarray
+  curve: np.ndarray          # (steps,) mean energy
+  seconds: float             # the search itself, compilation excluded
+  compile_s: float = 0.0
+
+
+def total_variation(x: jnp.ndarray) -> jnp.ndarray:
+  """Mean absolute difference of neighbouring pixels per state: `(N, ..., H, W)` -> `(N,)`."""
+  dy = jnp.abs(jnp.diff(x, axis=-2)).reshape(x.shape[0], -1).mean(1)
+  dx = jnp.abs(jnp.diff(x, axis=-1)).reshape(x.shape[0], -1).mean(1)
+  return dy + dx
+
+
+def jitter_shift(x: jnp.ndarray, key: jax.Array, max_shift: int) -> jnp.ndarray:
+  """Rolls each state by a random offset in [-max_shift, max_shift] on both image axes."""
+  if max_shift <= 0:
+    return x
+  shifts = jax.random.randint(key, (x.shape[0], 2), -max_shift, max_shift + 1)
+  return jax.vmap(lambda xi, s: jnp.roll(xi, (s[0], s[1]), axis=(-2, -1)))(x, shifts)
+
+
+def latent_renderer(generator: GeneratorBundle):
+  """`render(variables, u) -> (colour, agent view)` of z = mean + std * u (the data's latent coordinates)."""
+  mean, std = generator.latent_coordinates()
+  return lambda variables, u: generator.decode(variables, mean + std * u)
+
+
+def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: GeneratorBundle | None):
+  """`energy(v, key) -> (n,)` for the configured space."""
+  spec, params = agent.spec, agent.params
+  score = jax.vmap(lambda out: target.energy(out))
+  if config.space == "latent":
+    render = latent_renderer(generator)
+
+    def energy(u, key):
+      del key
+      _, obs = render(generator.variables, u)
+      return score(spec.apply(params, obs)) + config.alpha * 0.5 * jnp.sum(u**2, axis=-1)
+  else:
+    def energy(u, key):
+      x = 255.0 * jax.nn.sigmoid(u)
+      seen = jitter_shift(saliency.gaussian_blur(x, config.blur_sigma) if config.blur_sigma > 0 else x, key,
+                          config.jitter)
+      return score(spec.apply(params, seen)) + config.tv_weight * total_variation(x / 255.0)
+  return energy
+
+
+def check_inputs(agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig) -> None:
+  """A UserError for a search that cannot run: no states, no steps, or a generator that does not fit."""
+  if config.num <= 0:
+    raise UserError(f"--num must be positive, got {config.num}")
+  if config.steps <= 0:
+    raise UserError(f"--steps must be positive, got {config.steps}")
+  if config.space == "latent":
+    if generator is None:
+      raise UserError("latent-space search needs --generator (or use --space pixel)")
+    check_same_agent(agent, generator=generator)
+
+
+def initial_variables(agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig) -> jnp.ndarray:
+  """The seeded start: u ~ N(0, I) in latent coordinates, or uniform-noise images (as logits).
+
+  Independent of chunking: `(num, latent_dim)` or `(num, 4, 84, 84)`.
+  """
+  key = jax.random.key(config.seed)
+  if config.space == "latent":
+    return jax.random.normal(key, (config.num, generator.spec.latent_dim))
+  x = jax.random.uniform(key, (config.num, *agent.spec.obs_shape), minval=0.05, maxval=0.95)
+  return jnp.log(x) - jnp.log1p(-x)
+
+
+def probe_target(agent: Agent, generator: GeneratorBundle | None, target: Target, config: ProbeConfig,
+                 sharding=None, on_chunk=None) -> ProbeResult:
+  """The search for one target: `config.num` states from the seeded start, then the agent's reading of them."""
+  energy = make_energy(agent, target, config, generator)
+  v0 = initial_variables(agent, generator, config)
+  t0 = time.perf_counter()
+  result = optimise(energy, v0, config, jax.random.key(config.seed + 1), sharding=sharding, name=target.name,
+                    on_chunk=on_chunk)
+  seconds = time.perf_counter() - t0 - result.compile_s
+  if config.space == "latent":
+    render = jax.jit(latent_renderer(generator))
+    colour, gray = (np.asarray(a) for a in render(generator.variables, result.v))
+    colour = np.round(colour * 255).astype(np.uint8)
+  else:
+    gray = np.asarray(255.0 * jax.nn.sigmoid(result.v))
+    colour = np.repeat(np.round(gray).astype(np.uint8).transpose(0, 2, 3, 1), 3, axis=-1)
+  outputs = jax.device_get(jax.jit(agent.spec.apply)(agent.params, gray))
+  view = np.round(gray).astype(np.uint8)
+  return ProbeResult(target.name, target.reads, np.asarray(result.v), colour, view,
+                     outputs, np.asarray(greedy_actions(agent.spec, outputs)), result.energy_start,
+                     result.energy_end, result.curve, seconds, result.compile_s)
+
+
+def probe(agent: Agent, generator: GeneratorBundle | None, targets: Sequence[str], config: ProbeConfig,
+          progress: bool = True) -> list[ProbeResult]:
+  """Runs the search for each target name; all states of a target are one (chunked) compiled program."""
+  check_inputs(agent, generator, config)
+  resolved = [get_target(t, agent.spec.kind, agent.spec.num_actions, config.tau) for t in targets]
+  if not resolved:
+    raise UserError("give at least one --target")
+  mesh = batch_mesh()
+  sharding = batch_sharding(mesh) if mesh.size > 1 and resolve_chunk(config.chunk) % mesh.size == 0 else None
+  bar = tqdm(total=config.num * len(resolved), unit="state", desc=f"probe ({config.space})", disable=not progress)
+  results = []
+  for target in resolved:
+    bar.set_postfix(target=target.name)
+    results.append(probe_target(agent, generator, target, config, sharding, on_chunk=bar.update))
+  bar.close()
+  return results
