@@ -29,7 +29,10 @@ $(CHROMIUM_STAMP): $(STAMP)
 	  echo "chromium could not be installed here: the report's render test will be skipped"
 	touch $(CHROMIUM_STAMP)
 
+# The formatter and linter first (configured in pyproject.toml), then the tests.
 test: $(STAMP) $(CHROMIUM_STAMP)
+	$(BIN)/ruff format --check jaxprobe tests benchmarks
+	$(BIN)/ruff check jaxprobe tests benchmarks
 	$(BIN)/python -m pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-stamp

@@ -22,6 +22,7 @@ emulator or more cores could give.
 
   .venv/bin/python benchmarks/collection.py [--num-envs 8] [--steps 200] [--peers sync,async] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ import functools
 import common  # noqa: I001  (first: sets the XLA and OpenMP settings)
 import jax
 import numpy as np
-
 import search_setup
+
 from jaxprobe.agents.agent import act
 from jaxprobe.envs import ATARI_PREPROCESSING, make_atari
 
@@ -45,16 +46,29 @@ def gymnasium_env(env_id: str, num_envs: int, mode: str, noop_max: int = ATARI_P
   import ale_py
   import gymnasium as gym
   from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
   gym.register_envs(ale_py)
   p = ATARI_PREPROCESSING
 
   def make():
-    env = gym.make(f"ALE/{env_id}", frameskip=1, repeat_action_probability=p["repeat_action_probability"],
-                   full_action_space=p["full_action_space"],
-                   max_num_frames_per_episode=p["max_episode_steps"] * p["frame_skip"])
-    env = AtariPreprocessing(env, noop_max=noop_max, frame_skip=p["frame_skip"], screen_size=p["img_height"],
-                             grayscale_obs=True, terminal_on_life_loss=False, scale_obs=False)
+    env = gym.make(
+      f"ALE/{env_id}",
+      frameskip=1,
+      repeat_action_probability=p["repeat_action_probability"],
+      full_action_space=p["full_action_space"],
+      max_num_frames_per_episode=p["max_episode_steps"] * p["frame_skip"],
+    )
+    env = AtariPreprocessing(
+      env,
+      noop_max=noop_max,
+      frame_skip=p["frame_skip"],
+      screen_size=p["img_height"],
+      grayscale_obs=True,
+      terminal_on_life_loss=False,
+      scale_obs=False,
+    )
     return FrameStackObservation(env, p["stack_num"])
+
   vector = {"sync": gym.vector.SyncVectorEnv, "async": gym.vector.AsyncVectorEnv}[mode]
   return vector([make] * num_envs)
 
@@ -74,6 +88,7 @@ def player(env, agent, steps: int, reset_seed: int | None = None):
       key, sub = jax.random.split(key)
       obs, *_ = env.step(np.asarray(policy(agent.params, obs, sub, EPSILON)))
     state[:] = [obs, key]
+
   return run
 
 
@@ -85,6 +100,7 @@ def env_only(env, num_envs: int, steps: int):
   def run():
     for a in actions:
       env.step(a)
+
   return run
 
 
@@ -122,8 +138,10 @@ def main():
 
   agent = search_setup.make_agent(env_id=args.env_id)
   share = frame_agreement(agent, args.env_id, args.check_steps)
-  print(f"check: envpool vs gymnasium frames, {args.check_steps} steps: at most {share:.2%} of pixels differ "
-        f"(tolerance {args.tolerance:.0%})")
+  print(
+    f"check: envpool vs gymnasium frames, {args.check_steps} steps: at most {share:.2%} of pixels differ "
+    f"(tolerance {args.tolerance:.0%})"
+  )
   if not share <= args.tolerance:
     raise SystemExit("the two env paths show the agent different frames: timing them would compare different work")
 
@@ -140,12 +158,29 @@ def main():
   rows = []
   for name in envs:
     if name != ours:
-      row = common.Row(f"{args.env_id}, {args.steps} agent steps, jitted act", args.num_envs, f"{ours} + agent",
-                       times[ours], f"{name} + agent", times[name], args.num_envs * args.steps, "env steps")
-      rows += [row, common.ceiling(row, times["envpool alone"], "envpool alone, no agent", TARGET,
-                                   "the same games with random actions: jaxprobe's env path with the agent free")]
-  common.finish("collection", f"Collection with agent inference (target >= {TARGET:g}x gymnasium)", rows, args,
-                EXTRA_VERSIONS)
+      row = common.Row(
+        f"{args.env_id}, {args.steps} agent steps, jitted act",
+        args.num_envs,
+        f"{ours} + agent",
+        times[ours],
+        f"{name} + agent",
+        times[name],
+        args.num_envs * args.steps,
+        "env steps",
+      )
+      rows += [
+        row,
+        common.ceiling(
+          row,
+          times["envpool alone"],
+          "envpool alone, no agent",
+          TARGET,
+          "the same games with random actions: jaxprobe's env path with the agent free",
+        ),
+      ]
+  common.finish(
+    "collection", f"Collection with agent inference (target >= {TARGET:g}x gymnasium)", rows, args, EXTRA_VERSIONS
+  )
 
 
 if __name__ == "__main__":

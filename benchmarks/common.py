@@ -16,6 +16,7 @@ Conventions (the same as conv_grad.py, so rows from all scripts can be read side
 
 Import this module before torch: the OpenMP policy is read when torch loads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,10 @@ from typing import Callable, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import jaxprobe  # noqa: E402,F401  (sets its XLA flags before JAX's backend starts)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+
+import jaxprobe  # noqa: E402,F401  (sets its XLA flags before JAX's backend starts)
 
 # fp32 means fp32 on both sides: on GPUs JAX's default precision runs float32 matmuls and
 # convolutions in TF32 (and PyTorch's cuDNN convolutions do too), which neither agrees with
@@ -44,8 +46,20 @@ PRECISION = os.environ.get("BENCH_PRECISION", "fp32")
 jax.config.update("jax_default_matmul_precision", "highest" if PRECISION == "fp32" else "default")
 
 RESULTS = Path(__file__).with_name("results.csv")
-COLUMNS = ["date", "benchmark", "case", "batch", "ours", "ours_ms", "peer", "peer_ms",
-           "ratio_peer_over_ours", "device", "versions", "load_avg_1min"]
+COLUMNS = [
+  "date",
+  "benchmark",
+  "case",
+  "batch",
+  "ours",
+  "ours_ms",
+  "peer",
+  "peer_ms",
+  "ratio_peer_over_ours",
+  "device",
+  "versions",
+  "load_avg_1min",
+]
 
 
 @dataclasses.dataclass
@@ -54,6 +68,7 @@ class Row:
 
   `peer_s` is None when the peer could not run here; `note` then says why.
   """
+
   case: str
   batch: int
   ours: str
@@ -69,8 +84,9 @@ class Row:
     return None if self.peer_s is None else self.peer_s / self.ours_s
 
 
-def time_rounds(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
-                progress: bool = True) -> dict[str, float]:
+def time_rounds(
+  variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 2, progress: bool = True
+) -> dict[str, float]:
   """Median seconds per call of each variant, measured in interleaved rounds after warm-up.
 
   Every callable must block until its work is done (block_until_ready, cuda synchronize).
@@ -140,22 +156,35 @@ def ceiling(row: Row, ideal_s: float, ideal: str, target: float, why: str) -> Ro
   `target` lies within it; returned as a row (ours: the bound) for the table and results.csv."""
   top = row.peer_s / ideal_s
   verdict = "within it" if top >= target else "beyond it: not reachable here"
-  print(f"ceiling, {row.case}, batch {row.batch}: {ideal} would take {ideal_s * 1e3:,.1f} ms a call ({why}): "
-        f"at most {top:.2f}x {row.peer} here; target {target:g}x: {verdict}", flush=True)
+  print(
+    f"ceiling, {row.case}, batch {row.batch}: {ideal} would take {ideal_s * 1e3:,.1f} ms a call ({why}): "
+    f"at most {top:.2f}x {row.peer} here; target {target:g}x: {verdict}",
+    flush=True,
+  )
   return Row(f"{row.case}: ceiling", row.batch, ideal, ideal_s, row.peer, row.peer_s, row.items, row.unit)
 
 
-def flop_ceiling(row: Row, flops: float | None, peak: float, target: float, work: str = "jaxprobe's FLOPs"
-                 ) -> list[Row]:
+def flop_ceiling(
+  row: Row, flops: float | None, peak: float, target: float, work: str = "jaxprobe's FLOPs"
+) -> list[Row]:
   """`ceiling` for arithmetic-bound work: `flops` a call at the matmul `peak` (FLOP/s, timed in the
   same rounds). Also says what share of that peak jaxprobe reaches. [] where XLA gave no count."""
   if flops is None or row.peer_s is None:
     return []
-  print(f"{row.case}, batch {row.batch}: {work}, {flops / 1e9:,.2f} GFLOP a call; jaxprobe runs at "
-        f"{flops / row.ours_s / 1e9:,.1f} GFLOP/s, {flops / row.ours_s / peak:.0%} of the matmul peak "
-        f"({peak / 1e9:,.1f} GFLOP/s in the same rounds)")
-  return [ceiling(row, flops / peak, f"{work} at the matmul peak", target,
-                  "no fp32 program does this arithmetic faster than the machine's best matrix product")]
+  print(
+    f"{row.case}, batch {row.batch}: {work}, {flops / 1e9:,.2f} GFLOP a call; jaxprobe runs at "
+    f"{flops / row.ours_s / 1e9:,.1f} GFLOP/s, {flops / row.ours_s / peak:.0%} of the matmul peak "
+    f"({peak / 1e9:,.1f} GFLOP/s in the same rounds)"
+  )
+  return [
+    ceiling(
+      row,
+      flops / peak,
+      f"{work} at the matmul peak",
+      target,
+      "no fp32 program does this arithmetic faster than the machine's best matrix product",
+    )
+  ]
 
 
 def timed(f: Callable[[], object]) -> tuple[object, float]:
@@ -168,6 +197,7 @@ def timed(f: Callable[[], object]) -> tuple[object, float]:
 def setup_torch(threads: int | None = None):
   """Imports torch with the harness's thread settings; returns (torch, device)."""
   import torch
+
   torch.set_num_threads(threads or os.cpu_count())
   torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = PRECISION == "tf32"
   return torch, torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -176,14 +206,17 @@ def setup_torch(threads: int | None = None):
 def torch_sync(device) -> None:
   if device.type == "cuda":
     import torch
+
     torch.cuda.synchronize(device)
 
 
 def torch_blocking(device, f: Callable, *args) -> Callable[[], object]:
   """`f(*args)` as a no-argument call that returns when torch's work on `device` is done."""
+
   def run():
     f(*args)
     torch_sync(device)
+
   return run
 
 
@@ -223,6 +256,7 @@ def device(torch_device=None) -> str:
   base += f": {cpu_model()}" if jax.default_backend() == "cpu" else f": {jax.devices()[0].device_kind}"
   if torch_device is not None and torch_device.type == "cuda":
     import torch
+
     base += f"; torch cuda: {torch.cuda.get_device_name(torch_device)}"
   return base + ")"
 
@@ -239,8 +273,18 @@ def print_table(title: str, rows: Sequence[Row], extra: Sequence[str] = (), torc
   """ours, peer, their throughputs and ratio per row, then the device and versions they ran on."""
   print(f"\n{title}")
   head = ["case", "batch", "ours", "ours/s", "peer", "peer/s", "ratio"]
-  lines = [[r.case, str(r.batch), r.ours, _fmt_rate(r, r.ours_s), r.peer, _fmt_rate(r, r.peer_s),
-            "n/a" if r.ratio is None else f"{r.ratio:.2f}x"] for r in rows]
+  lines = [
+    [
+      r.case,
+      str(r.batch),
+      r.ours,
+      _fmt_rate(r, r.ours_s),
+      r.peer,
+      _fmt_rate(r, r.peer_s),
+      "n/a" if r.ratio is None else f"{r.ratio:.2f}x",
+    ]
+    for r in rows
+  ]
   widths = [max(len(x) for x in col) for col in zip(head, *lines)]
   for line in [head, ["-" * w for w in widths], *lines]:
     print("  ".join(x.ljust(w) if i in (0, 2, 4) else x.rjust(w) for i, (x, w) in enumerate(zip(line, widths))))
@@ -252,8 +296,9 @@ def print_table(title: str, rows: Sequence[Row], extra: Sequence[str] = (), torc
   print(f"device: {device(torch_device)}; versions: {versions(extra)}", flush=True)
 
 
-def append_csv(benchmark: str, rows: Sequence[Row], extra: Sequence[str] = (), torch_device=None,
-               path: Path | str = RESULTS) -> None:
+def append_csv(
+  benchmark: str, rows: Sequence[Row], extra: Sequence[str] = (), torch_device=None, path: Path | str = RESULTS
+) -> None:
   """Appends rows in conv_grad.py's columns; a peer that could not run gets "n/a" and its reason."""
   path = Path(path)
   new = not path.exists()
@@ -268,32 +313,60 @@ def append_csv(benchmark: str, rows: Sequence[Row], extra: Sequence[str] = (), t
       case = f"{r.case} ({r.note})" if r.note else r.case
       peer_ms = "n/a" if r.peer_s is None else f"{r.peer_s * 1e3:.2f}"
       ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
-      w.writerow([stamp, benchmark, case, r.batch, r.ours, f"{r.ours_s * 1e3:.2f}", r.peer, peer_ms, ratio,
-                  where, pkgs, f"{load:.1f}"])
+      w.writerow(
+        [
+          stamp,
+          benchmark,
+          case,
+          r.batch,
+          r.ours,
+          f"{r.ours_s * 1e3:.2f}",
+          r.peer,
+          peer_ms,
+          ratio,
+          where,
+          pkgs,
+          f"{load:.1f}",
+        ]
+      )
 
 
 def add_common_args(parser: argparse.ArgumentParser, rounds: int, peers: Sequence[str] = ()) -> None:
   """Flags every script has: --quick (a smoke run: tiny sizes, one round), rounds, threads, where rows go;
   with `peers`, --peers to time only some of them (all by default; parsed into a list)."""
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny sizes and one round: checks that the script runs, measures nothing")
+  parser.add_argument(
+    "--quick", action="store_true", help="tiny sizes and one round: checks that the script runs, measures nothing"
+  )
   parser.add_argument("--rounds", type=int, default=rounds, help="interleaved timing rounds (median reported)")
   parser.add_argument("--torch-threads", type=int, default=0, help="PyTorch threads (default: all cores)")
-  parser.add_argument("--csv", default=None,
-                      help="results file to append to ('' for none; default results.csv, none with --quick)")
+  parser.add_argument(
+    "--csv", default=None, help="results file to append to ('' for none; default results.csv, none with --quick)"
+  )
   if peers:
+
     def choose(text: str) -> list[str]:
       chosen = [x for x in text.split(",") if x]
       unknown = sorted(set(chosen) - set(peers))
       if unknown or not chosen:
         raise argparse.ArgumentTypeError(f"choose one or more of {','.join(peers)} (got {text!r})")
       return chosen
-    parser.add_argument("--peers", type=choose, default=",".join(peers),
-                        help=f"peers to time, comma-separated (default: all of {','.join(peers)})")
+
+    parser.add_argument(
+      "--peers",
+      type=choose,
+      default=",".join(peers),
+      help=f"peers to time, comma-separated (default: all of {','.join(peers)})",
+    )
 
 
-def finish(benchmark: str, title: str, rows: Sequence[Row], args: argparse.Namespace,
-           extra: Sequence[str] = (), torch_device=None) -> None:
+def finish(
+  benchmark: str,
+  title: str,
+  rows: Sequence[Row],
+  args: argparse.Namespace,
+  extra: Sequence[str] = (),
+  torch_device=None,
+) -> None:
   """Prints the table and appends the rows; quick runs append only where --csv says (marked "[quick]")."""
   print_table(title, rows, extra, torch_device)
   path = args.csv if args.csv is not None else ("" if args.quick else str(RESULTS))
@@ -309,6 +382,7 @@ def int_list(text: str) -> list[int]:
 def relative_difference(a, b) -> float:
   """max |a - b| / max |b|: one number for "do two maps agree", insensitive to their scale."""
   import numpy as np
+
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
@@ -321,6 +395,8 @@ def check_agree(what: str, ours, theirs, tol: float) -> float:
   diff = relative_difference(ours, theirs)
   print(f"check: {what}: max relative difference {diff:.2e} (tolerance {tol:g})", flush=True)
   if not diff <= tol:
-    raise SystemExit(f"{what}: the two sides differ by {diff:.2e} > {tol:g}: they compute different things, "
-                     "so timing them would compare nothing")
+    raise SystemExit(
+      f"{what}: the two sides differ by {diff:.2e} > {tol:g}: they compute different things, "
+      "so timing them would compare nothing"
+    )
   return diff

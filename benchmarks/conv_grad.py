@@ -16,8 +16,10 @@ Before the nature group is timed, fast, hybrid and XLA must give the same parame
 (--tolerance), and so must the two defaults. The timing harness, table and results.csv rows
 are common.py's; --quick times the nature and defaults groups at batch 8, one round.
 
-  nice -n -10 .venv/bin/python benchmarks/conv_grad.py [--groups layers,nature,generator,defaults] [--rounds 7] [--quick]
+  nice -n -10 .venv/bin/python benchmarks/conv_grad.py [--groups layers,nature,generator,defaults] [--rounds 7] \
+      [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +35,11 @@ import numpy as np
 import optax
 import torch
 from flax import linen as nn
+from torch_models import TorchGenerator, TorchNature, nature_from_flax
 
 from jaxprobe.agents.nature_cnn import QNetwork
 from jaxprobe.conv import conv_module, conv_transpose_module
 from jaxprobe.generator.autoencoder import Generator, to_agent_view
-from torch_models import TorchGenerator, TorchNature, nature_from_flax
 
 PAD1 = ((1, 1), (1, 1))
 # name: (input size, in, out, kernel, stride, padding, transposed)
@@ -62,6 +64,7 @@ def jax_call(f, *args):
 
 
 # ----- layers -----
+
 
 def jax_layer_ops(module, x, params):
   y = module.apply(params, x)
@@ -90,14 +93,20 @@ def bench_layers(batch: int, rounds: int):
   for name, (size, cin, cout, k, s, pad, transposed) in LAYERS.items():
     x = jnp.asarray(np.random.RandomState(0).rand(batch, size, size, cin), jnp.float32)
     kw = dict(strides=(s, s), padding=pad)
-    mods = ({"fast": conv_transpose_module("fast"), "xla": nn.ConvTranspose} if transposed
-            else {"fast": conv_module("fast"), "xla": nn.Conv, **({"hybrid": conv_module("hybrid")} if s > 1 else {})})
+    mods = (
+      {"fast": conv_transpose_module("fast"), "xla": nn.ConvTranspose}
+      if transposed
+      else {"fast": conv_module("fast"), "xla": nn.Conv, **({"hybrid": conv_module("hybrid")} if s > 1 else {})}
+    )
     params = mods["xla"](cout, (k, k), **kw).init(jax.random.PRNGKey(0), x[:1])
     ops = {impl: jax_layer_ops(m(cout, (k, k), **kw), x, params) for impl, m in mods.items()}
     xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
     tpad = 1 if pad == PAD1 or pad == "SAME" else 0
-    layer = (torch.nn.ConvTranspose2d(cin, cout, k, s, padding=1) if transposed
-             else torch.nn.Conv2d(cin, cout, k, s, padding=tpad))
+    layer = (
+      torch.nn.ConvTranspose2d(cin, cout, k, s, padding=1)
+      if transposed
+      else torch.nn.Conv2d(cin, cout, k, s, padding=tpad)
+    )
     ops["torch"] = torch_layer_ops(layer, xt)
     for op in ("forward", "weight grad", "input grad"):
       t = common.time_rounds({impl: o[op] for impl, o in ops.items()}, rounds, progress=False)
@@ -107,6 +116,7 @@ def bench_layers(batch: int, rounds: int):
 
 
 # ----- Nature CNN parameter gradient -----
+
 
 def nature_params(impl: str, obs):
   return QNetwork(NUM_ACTIONS, conv=conv_module(impl)).init(jax.random.PRNGKey(0), obs[:1])
@@ -120,10 +130,15 @@ def jax_nature_grad(impl: str, params):
 
 def check_nature(grads: dict, batch: int, tol: float) -> None:
   """fast, hybrid and XLA must give the same parameter gradient."""
-  diff = max(common.relative_difference(a, b) for impl in ("fast", "hybrid")
-             for a, b in zip(jax.tree.leaves(grads[impl]), jax.tree.leaves(grads["xla"])))
-  print(f"check: Nature CNN parameter gradient, fast and hybrid vs xla, batch {batch}: max relative difference "
-        f"{diff:.2e} (tolerance {tol:g})")
+  diff = max(
+    common.relative_difference(a, b)
+    for impl in ("fast", "hybrid")
+    for a, b in zip(jax.tree.leaves(grads[impl]), jax.tree.leaves(grads["xla"]))
+  )
+  print(
+    f"check: Nature CNN parameter gradient, fast and hybrid vs xla, batch {batch}: max relative difference "
+    f"{diff:.2e} (tolerance {tol:g})"
+  )
   if not diff <= tol:
     raise SystemExit("the fast and the XLA convolutions give different gradients: timing them compares nothing")
 
@@ -139,6 +154,7 @@ def bench_nature(batch: int, rounds: int, tol: float):
   def torch_step():
     tnet.zero_grad()
     (tnet(tobs) ** 2).mean().backward()
+
   variants["torch"] = torch_step
   row = ("nature", "Nature CNN parameter gradient", batch, common.time_rounds(variants, rounds))
   print_row(row)
@@ -149,9 +165,16 @@ def bench_nature(batch: int, rounds: int, tol: float):
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="  # the flag `import jaxprobe` adds (jaxprobe/__init__.py)
 # Worker environments: this process's XLA_FLAGS already hold jaxprobe's flag, so XLA's side drops it.
-DEFAULTS = {"jaxprobe default (auto, YNNPACK off)": ("auto", {}),
-            "XLA default (nn.Conv, YNNPACK on)": ("xla", {"JAXPROBE_KEEP_XLA_FLAGS": "1", "XLA_FLAGS": " ".join(
-                f for f in os.environ.get("XLA_FLAGS", "").split() if f != YNN_FLAG)})}
+DEFAULTS = {
+  "jaxprobe default (auto, YNNPACK off)": ("auto", {}),
+  "XLA default (nn.Conv, YNNPACK on)": (
+    "xla",
+    {
+      "JAXPROBE_KEEP_XLA_FLAGS": "1",
+      "XLA_FLAGS": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f != YNN_FLAG),
+    },
+  ),
+}
 
 
 def nature_worker(impl: str, batch: int, grads_path: str) -> None:
@@ -174,10 +197,17 @@ def bench_defaults(batch: int, rounds: int, tol: float):
     workers, calls = {}, {}
     for i, (name, (impl, env)) in enumerate(DEFAULTS.items()):
       path = os.path.join(tmp, f"grads{i}.npz")
-      workers[name] = (subprocess.Popen([sys.executable, __file__, "--nature-worker", impl, "--batch", str(batch),
-                                         "--grads", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env={**os.environ, **env}), path)
-    for name, (proc, path) in workers.items():
+      workers[name] = (
+        subprocess.Popen(
+          [sys.executable, __file__, "--nature-worker", impl, "--batch", str(batch), "--grads", path],
+          stdin=subprocess.PIPE,
+          stdout=subprocess.PIPE,
+          text=True,
+          env={**os.environ, **env},
+        ),
+        path,
+      )
+    for name, (proc, _path) in workers.items():
       line = proc.stdout.readline().strip()
       if not line.startswith("ready"):
         raise SystemExit(f"the {name} worker failed before timing (exit {proc.wait()})")
@@ -185,8 +215,11 @@ def bench_defaults(batch: int, rounds: int, tol: float):
       calls[name] = lambda proc=proc: (proc.stdin.write("run\n"), proc.stdin.flush(), proc.stdout.readline())
     (a, b) = ([saved[k] for k in saved.files] for saved in (np.load(path) for _, path in workers.values()))
     diff = max(common.relative_difference(x, y) for x, y in zip(a, b))
-    print(f"check: Nature CNN parameter gradient, jaxprobe's default vs XLA's default, batch {batch}: max relative "
-          f"difference {diff:.2e} (tolerance {tol:g})", flush=True)
+    print(
+      f"check: Nature CNN parameter gradient, jaxprobe's default vs XLA's default, batch {batch}: max relative "
+      f"difference {diff:.2e} (tolerance {tol:g})",
+      flush=True,
+    )
     if not diff <= tol:
       raise SystemExit("jaxprobe's and XLA's defaults give different gradients: timing them compares nothing")
     times = common.time_rounds(calls, rounds)
@@ -199,6 +232,7 @@ def bench_defaults(batch: int, rounds: int, tol: float):
 
 # ----- generator training step -----
 
+
 def jax_generator_step(gen: Generator, agent_conv, batch: int):
   x = jnp.asarray(np.random.RandomState(0).rand(batch, 84, 84, 12), jnp.float32)
   agent = QNetwork(NUM_ACTIONS, conv=agent_conv)
@@ -208,8 +242,9 @@ def jax_generator_step(gen: Generator, agent_conv, batch: int):
   state = [variables["params"], variables["batch_stats"], opt.init(variables["params"])]
 
   def loss_fn(params, batch_stats, x, key):
-    out, updates = gen.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                             rngs={"latent": key}, mutable=["batch_stats"])
+    out, updates = gen.apply(
+      {"params": params, "batch_stats": batch_stats}, x, train=True, rngs={"latent": key}, mutable=["batch_stats"]
+    )
     q = lambda view: agent.apply(agent_params, view)["q"]
     perception = jnp.mean((q(out["agent_view"]) - q(to_agent_view(x))) ** 2)
     kl = -0.5 * jnp.mean(jnp.sum(1 + out["logvar"] - out["mean"] ** 2 - jnp.exp(out["logvar"]), -1))
@@ -224,6 +259,7 @@ def jax_generator_step(gen: Generator, agent_conv, batch: int):
   def run():
     state[:] = step(*state, x, jax.random.PRNGKey(2))
     jax.block_until_ready(state)
+
   return run
 
 
@@ -237,9 +273,10 @@ def torch_generator_step(batch: int):
     opt.zero_grad()
     y, mean, logvar = gen(x)
     perception = ((agent(gen.agent_view(y)) - agent(gen.agent_view(x))) ** 2).mean()
-    kl = -0.5 * (1 + logvar - mean ** 2 - logvar.exp()).sum(-1).mean()
+    kl = -0.5 * (1 + logvar - mean**2 - logvar.exp()).sum(-1).mean()
     (((y - x) ** 2).mean() + perception + 1e-4 * kl).backward()
     opt.step()
+
   return run
 
 
@@ -259,6 +296,7 @@ def bench_generator(batch: int, rounds: int):
 
 # ----- report -----
 
+
 def print_row(row):
   """One line per case as it is measured: the runs are long, so progress shows."""
   group, case, batch, t = row
@@ -271,8 +309,9 @@ def to_rows(rows) -> dict[str, list[common.Row]]:
   """(group, case, batch, times) -> the harness's rows per group: fast against every other variant."""
   out = {}
   for group, case, batch, t in rows:
-    out.setdefault(group, []).extend(common.Row(case, batch, "fast", t["fast"], peer, v, batch, "samples")
-                                     for peer, v in t.items() if peer != "fast")
+    out.setdefault(group, []).extend(
+      common.Row(case, batch, "fast", t["fast"], peer, v, batch, "samples") for peer, v in t.items() if peer != "fast"
+    )
   return out
 
 

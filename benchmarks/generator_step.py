@@ -17,6 +17,7 @@ matrix-product speed, timed in the same rounds (common.flop_ceiling).
 
   .venv/bin/python benchmarks/generator_step.py [--batches 16,32] [--rounds 5] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 import search_setup
 import torch_models
+
 from jaxprobe.generator import losses
 from jaxprobe.generator.train import GeneratorConfig, generator_spec, init_state, make_train_step
 
@@ -40,9 +41,11 @@ TARGET = 1.5  # jaxprobe >= 1.5x eager PyTorch
 def make_batch(batch: int, num_actions: int, seed: int = 0) -> dict[str, np.ndarray]:
   """A dataset batch as `jaxprobe.collection.loader.batches` yields it."""
   rng = np.random.default_rng(seed)
-  return {"colour": rng.integers(0, 256, (batch, 84, 84, 12), dtype=np.uint8),
-          "mask": rng.random((batch, 84, 84), dtype=np.float32),
-          "q": rng.standard_normal((batch, num_actions), dtype=np.float32)}
+  return {
+    "colour": rng.integers(0, 256, (batch, 84, 84, 12), dtype=np.uint8),
+    "mask": rng.random((batch, 84, 84), dtype=np.float32),
+    "q": rng.standard_normal((batch, num_actions), dtype=np.float32),
+  }
 
 
 def jax_step(config: GeneratorConfig, agent, batch: dict):
@@ -57,6 +60,7 @@ def jax_step(config: GeneratorConfig, agent, batch: dict):
   def run():
     state[0], metrics = step(state[0], agent.params, batch)
     jax.block_until_ready(metrics)
+
   return run, seconds, search_setup.compiled_flops(step)
 
 
@@ -73,6 +77,7 @@ def torch_loss(gen, agent, colour_u8, mask, q_real, config: GeneratorConfig, sam
 
 def torch_step(gen, agent, tensors, config: GeneratorConfig, device):
   import torch
+
   opt = torch.optim.Adam(gen.parameters(), config.lr)
 
   def run():
@@ -80,6 +85,7 @@ def torch_step(gen, agent, tensors, config: GeneratorConfig, device):
     torch_loss(gen, agent, *tensors, config).backward()
     opt.step()
     common.torch_sync(device)
+
   return run
 
 
@@ -125,23 +131,33 @@ def main():
     variables = {"params": start.params, "batch_stats": start.batch_stats}
     gen = torch_models.generator_from_flax(variables).to(device).train()
     t_agent = torch_models.nature_from_flax(agent.params, num_actions).to(device).requires_grad_(False)
-    tensors = (torch.from_numpy(batch["colour"].transpose(0, 3, 1, 2).copy()).to(device),
-               torch.from_numpy(batch["mask"]).to(device), torch.from_numpy(batch["q"]).to(device))
+    tensors = (
+      torch.from_numpy(batch["colour"].transpose(0, 3, 1, 2).copy()).to(device),
+      torch.from_numpy(batch["mask"]).to(device),
+      torch.from_numpy(batch["q"]).to(device),
+    )
     ours_loss = jax_loss_without_sampling(spec.network(), variables, agent, batch, config)
     with torch.no_grad():
       theirs = float(torch_loss(gen, t_agent, *tensors, config, sample=False))
-    common.check_agree(f"loss on z = mean, batch {b} (jaxprobe {ours_loss:.6g}, PyTorch {theirs:.6g})",
-                       ours_loss, theirs, args.tolerance)
+    common.check_agree(
+      f"loss on z = mean, batch {b} (jaxprobe {ours_loss:.6g}, PyTorch {theirs:.6g})", ours_loss, theirs, args.tolerance
+    )
     variants["torch eager"] = torch_step(gen, t_agent, tensors, config, device)
     variants["matmul peak"] = peak
     times = common.time_rounds(variants, args.rounds)
     for name in flops:
-      row = common.Row("generator training step", b, name, times[name], "torch eager", times["torch eager"],
-                       b, "samples")
-      rows += [row, *common.flop_ceiling(row, flops[name], peak.rate(args.rounds), TARGET,
-                                         f"{name}'s FLOPs")]
-  common.finish("generator_step", f"Generator training step (target >= {TARGET:g}x eager PyTorch)", rows, args,
-                EXTRA_VERSIONS, device)
+      row = common.Row(
+        "generator training step", b, name, times[name], "torch eager", times["torch eager"], b, "samples"
+      )
+      rows += [row, *common.flop_ceiling(row, flops[name], peak.rate(args.rounds), TARGET, f"{name}'s FLOPs")]
+  common.finish(
+    "generator_step",
+    f"Generator training step (target >= {TARGET:g}x eager PyTorch)",
+    rows,
+    args,
+    EXTRA_VERSIONS,
+    device,
+  )
 
 
 if __name__ == "__main__":

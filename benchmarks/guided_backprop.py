@@ -22,6 +22,7 @@ rounds (common.flop_ceiling).
 
   .venv/bin/python benchmarks/guided_backprop.py [--batches 32,256] [--rounds 5] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ import warnings
 import common  # noqa: I001  (first: sets the OpenMP policy before torch loads)
 import jax
 import numpy as np
-
 import search_setup
 import torch_models
+
 from jaxprobe import saliency
 
 EXTRA_VERSIONS = ("captum",)
@@ -49,6 +50,7 @@ def jax_guided(agent, obs, actions):
 def captum_guided(net):
   """`(obs, actions) -> maps` of Captum's GuidedBackprop."""
   from captum.attr import GuidedBackprop
+
   # Captum says on every call that it sets requires_grad and hooks the ReLUs: both expected here.
   warnings.filterwarnings("ignore", message=r"(Input Tensor \d+ did not already|Setting backward hooks)")
   method = GuidedBackprop(net)
@@ -65,19 +67,28 @@ def check_maps(ours, theirs, batch: int, tol: float, max_share: float) -> None:
   """
   diffs = np.array([common.relative_difference(a, b) for a, b in zip(ours, theirs)])
   off = int((diffs > tol).sum())
-  print(f"check: guided backprop maps, batch {batch}: {off} of {batch} states differ by more than {tol:g} "
-        f"(largest {diffs.max():.2e}, median {np.median(diffs):.2e}; allowed: {max_share:.1%} of states)", flush=True)
+  print(
+    f"check: guided backprop maps, batch {batch}: {off} of {batch} states differ by more than {tol:g} "
+    f"(largest {diffs.max():.2e}, median {np.median(diffs):.2e}; allowed: {max_share:.1%} of states)",
+    flush=True,
+  )
   if off > max_share * batch:
-    raise SystemExit(f"jaxprobe's and Captum's guided-backprop maps differ in {off} of {batch} states: they compute "
-                     "different things, so timing them would compare nothing")
+    raise SystemExit(
+      f"jaxprobe's and Captum's guided-backprop maps differ in {off} of {batch} states: they compute "
+      "different things, so timing them would compare nothing"
+    )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batches", default="32,256", help="frames explained per call, comma-separated")
   parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative difference of a state's two maps")
-  parser.add_argument("--max-share", type=float, default=0.01,
-                      help="share of states whose maps may differ more (a ReLU switched by rounding)")
+  parser.add_argument(
+    "--max-share",
+    type=float,
+    default=0.01,
+    help="share of states whose maps may differ more (a ReLU switched by rounding)",
+  )
   common.add_common_args(parser, rounds=5)
   args = parser.parse_args()
   if args.quick:
@@ -97,8 +108,10 @@ def main():
     obs_t, actions_t = torch.from_numpy(obs).to(device), torch.from_numpy(actions.astype(np.int64)).to(device)
     with torch.no_grad():
       differ = int((net(obs_t).argmax(-1) != actions_t).sum())
-    print(f"greedy actions: PyTorch's forward pass picks another action for {differ} of {batch} states "
-          "(near-ties); both sides explain ours")
+    print(
+      f"greedy actions: PyTorch's forward pass picks another action for {differ} of {batch} states "
+      "(near-ties); both sides explain ours"
+    )
     obs_j, actions_j = jax.device_put(obs), jax.device_put(actions)
     (run_ours, flops), seconds = common.timed(lambda: jax_guided(agent, obs_j, actions_j))
     print(f"jaxprobe: compiled in {seconds:.1f} s")
@@ -106,11 +119,20 @@ def main():
     check_maps(np.asarray(run_ours()), theirs, batch, args.tolerance, args.max_share)
     run_theirs = common.torch_blocking(device, theirs_fn, obs_t, actions_t)
     times = common.time_rounds({"jaxprobe": run_ours, "captum": run_theirs, "matmul peak": peak}, args.rounds)
-    row = common.Row("guided backprop, greedy action", batch, "jaxprobe (jit)", times["jaxprobe"],
-                     "captum GuidedBackprop", times["captum"], batch, "frames")
+    row = common.Row(
+      "guided backprop, greedy action",
+      batch,
+      "jaxprobe (jit)",
+      times["jaxprobe"],
+      "captum GuidedBackprop",
+      times["captum"],
+      batch,
+      "frames",
+    )
     rows += [row, *common.flop_ceiling(row, flops, peak.rate(args.rounds), TARGET)]
-  common.finish("guided_backprop", f"Guided backprop (target >= {TARGET:g}x Captum)", rows, args, EXTRA_VERSIONS,
-                device)
+  common.finish(
+    "guided_backprop", f"Guided backprop (target >= {TARGET:g}x Captum)", rows, args, EXTRA_VERSIONS, device
+  )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Target: jaxprobe >= 2x eager PyTorch. Steady state: compile times are printed ap
 
   .venv/bin/python benchmarks/latent_search.py [--batches 256] [--steps 3] [--peers eager,compile] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,6 @@ import common  # noqa: I001  (first: sets the OpenMP policy before torch loads)
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import search_setup
 import torch_models
 
@@ -41,8 +41,14 @@ def torch_target(name: str, tau: float):
 
   def softmin_tau(q):
     return (q * torch.softmax(-q / tau, -1)).sum(-1)
-  targets = {"T+": lambda q: -softmin_tau(q), "T-": softmax_tau, "T+-": lambda q: softmin_tau(q) - softmax_tau(q),
-             "S+": lambda q: -q.mean(-1), "S-": lambda q: q.mean(-1)}
+
+  targets = {
+    "T+": lambda q: -softmin_tau(q),
+    "T-": softmax_tau,
+    "T+-": lambda q: softmin_tau(q) - softmax_tau(q),
+    "S+": lambda q: -q.mean(-1),
+    "S-": lambda q: q.mean(-1),
+  }
   if name not in targets:
     raise SystemExit(f"target {name!r} has no PyTorch version here; use one of {', '.join(targets)}")
   return targets[name]
@@ -51,6 +57,7 @@ def torch_target(name: str, tau: float):
 def torch_energy(gen, agent, target, alpha: float):
   def energy(z):
     return target(agent(gen.agent_view(gen.decode(z)))) + alpha * 0.5 * (z**2).sum(-1)
+
   return energy
 
 
@@ -66,11 +73,13 @@ def torch_search(energy, z0, steps: int, lr: float, device):
       energy(z).sum().backward()
       opt.step()
     common.torch_sync(device)
+
   return run
 
 
 def energy_and_grad_torch(energy, z):
   import torch
+
   z = z.clone().requires_grad_(True)
   e = energy(z)
   (g,) = torch.autograd.grad(e.sum(), z)
@@ -87,13 +96,15 @@ def energy_and_grad_jax(energy, z):
 def try_compile(energy, z0, device):
   """torch.compile'd energy, or (None, reason) where compiling or running it fails here."""
   import torch
+
   try:
     compiled = torch.compile(energy)
     (e, _), seconds = common.timed(lambda: energy_and_grad_torch(compiled, z0))
     common.torch_sync(device)
     return compiled, seconds, e
   except Exception as exc:  # any failure of the compiler stack: record it, do not stop the benchmark
-    reason = f"torch.compile failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+    first_line = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    reason = f"torch.compile failed: {type(exc).__name__}: {first_line}"
     return None, reason, None
 
 
@@ -147,15 +158,27 @@ def main():
         compile_note = info
         print(f"torch.compile: n/a ({info})")
       else:
-        print(f"torch.compile: first call (compile) {info:.1f} s; energy vs eager: "
-              f"{common.relative_difference(e_c, e_t):.1e}")
+        print(
+          f"torch.compile: first call (compile) {info:.1f} s; energy vs eager: "
+          f"{common.relative_difference(e_c, e_t):.1e}"
+        )
         variants["torch.compile"] = torch_search(compiled, z_t, args.steps, config.lr, device)
     times = common.time_rounds(variants, args.rounds, warmup=1)
     for ours in labels:
       for peer in peers:
-        rows.append(common.Row(f"latent search {args.target}, {args.steps} steps", batch, labels[ours], times[ours],
-                               peer, times.get(peer), batch * args.steps, "latent steps",
-                               compile_note if peer not in times else ""))
+        rows.append(
+          common.Row(
+            f"latent search {args.target}, {args.steps} steps",
+            batch,
+            labels[ours],
+            times[ours],
+            peer,
+            times.get(peer),
+            batch * args.steps,
+            "latent steps",
+            compile_note if peer not in times else "",
+          )
+        )
   common.finish("latent_search", "Latent search (target >= 2x eager PyTorch)", rows, args, EXTRA_VERSIONS, device)
 
 

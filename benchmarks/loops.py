@@ -11,6 +11,7 @@ The ratio column is scan's time over the Python loop's: above 1, the Python loop
 
   .venv/bin/python benchmarks/loops.py [--rounds 3] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ import dataclasses
 
 import common  # noqa: I001  (first: sets the XLA and OpenMP settings)
 import numpy as np
+import search_setup
 from jax.flatten_util import ravel_pytree
 
-import search_setup
 from jaxprobe.agents import ppo
 
 
@@ -31,9 +32,13 @@ def ppo_variants(minibatch: int, minibatches: int, epochs: int):
   state = ppo.init_state(spec, config, optimizer)
   n = minibatch * minibatches
   rng = np.random.default_rng(0)
-  batch = ppo.Batch(rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8), rng.integers(0, 6, n).astype(np.int32),
-                    np.full(n, np.log(1 / 6), np.float32), rng.normal(size=n).astype(np.float32),
-                    rng.normal(size=n).astype(np.float32))
+  batch = ppo.Batch(
+    rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8),
+    rng.integers(0, 6, n).astype(np.int32),
+    np.full(n, np.log(1 / 6), np.float32),
+    rng.normal(size=n).astype(np.float32),
+    rng.normal(size=n).astype(np.float32),
+  )
   variants = {}
   for loop in ("python", "scan"):
     update = ppo.make_update(spec, dataclasses.replace(config, loop=loop), optimizer)
@@ -65,15 +70,18 @@ def main() -> None:
   if args.quick:
     args.minibatch, args.rows, args.steps, args.rounds = 8, 8, 2, 1
   rows = []
-  cases = (("ppo update", lambda: ppo_variants(args.minibatch, 2, 2), "minibatch steps", args.minibatch),
-           ("latent search", lambda: search_variants(args.rows, args.steps), "latent steps", args.rows))
+  cases = (
+    ("ppo update", lambda: ppo_variants(args.minibatch, 2, 2), "minibatch steps", args.minibatch),
+    ("latent search", lambda: search_variants(args.rows, args.steps), "latent steps", args.rows),
+  )
   for case, make, unit, batch in cases:
     variants, items = make()
     common.check_agree(f"{case}: python loop vs scan", variants["python"](), variants["scan"](), args.tolerance)
     times = common.time_rounds(variants, args.rounds, warmup=1)
     rows.append(common.Row(case, batch, "python loop", times["python"], "lax.scan", times["scan"], items, unit))
-  common.finish("loops", "Loop drivers: a Python loop of one jitted step vs one lax.scan (ratio: scan time / loop "
-                "time)", rows, args)
+  common.finish(
+    "loops", "Loop drivers: a Python loop of one jitted step vs one lax.scan (ratio: scan time / loop time)", rows, args
+  )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ in the same rounds (common.flop_ceiling).
 
   .venv/bin/python benchmarks/perturbation.py [--batches 8] [--stride 5] [--rounds 3] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import dataclasses
 import common  # noqa: I001  (first: sets the XLA and OpenMP settings)
 import jax
 import numpy as np
-
 import search_setup
+
 from jaxprobe import saliency
 
 TARGET = 50.0  # jaxprobe >= 50x the loop
@@ -39,6 +40,7 @@ TARGET = 50.0  # jaxprobe >= 50x the loop
 @dataclasses.dataclass(frozen=True)
 class Grid:
   """The masks' grid and blur, as `saliency.perturbation_scores` takes them."""
+
   stride: int = 5
   sigma: float = 5.0
   blur_sigma: float = 3.0
@@ -46,9 +48,11 @@ class Grid:
 
 def jax_scores(agent, grid: Grid, chunk: int):
   """`(obs, actions) -> (N, G, G)` scores of jaxprobe's batched perturbation saliency, jitted."""
-  scores = jax.jit(lambda p, o, a: saliency.perturbation_scores(agent.spec, p, o, action=a, stride=grid.stride,
-                                                                sigma=grid.sigma, blur_sigma=grid.blur_sigma,
-                                                                chunk=chunk))
+  scores = jax.jit(
+    lambda p, o, a: saliency.perturbation_scores(
+      agent.spec, p, o, action=a, stride=grid.stride, sigma=grid.sigma, blur_sigma=grid.blur_sigma, chunk=chunk
+    )
+  )
   return lambda obs, actions: scores(agent.params, obs, actions)
 
 
@@ -67,8 +71,11 @@ def loop_scores(agent, grid: Grid):
       for i in range(masks.shape[0]):
         for j in range(masks.shape[1]):
           m = masks[i, j]
-          out[n, i, j] = 0.5 * (base - np.asarray(forward(agent.params, (x * (1 - m) + blurred * m)[None]))[action]) ** 2
+          out[n, i, j] = (
+            0.5 * (base - np.asarray(forward(agent.params, (x * (1 - m) + blurred * m)[None]))[action]) ** 2
+          )
     return out
+
   return scores
 
 
@@ -101,14 +108,26 @@ def main():
     (ours, seconds) = common.timed(run_ours)
     print(f"jaxprobe: first call (compile) {seconds:.1f} s; {masks} masks per frame")
     common.check_agree(f"perturbation scores, batch {batch}", np.asarray(ours), run_loop(), args.tolerance)
-    times = common.time_rounds({"jaxprobe": run_ours, "loop": run_loop, "matmul peak": peak}, args.rounds,
-                               warmup=1)
-    row = common.Row(f"perturbation scores, {masks} masks/frame", batch, f"jaxprobe (jit, chunk {args.chunk})",
-                     times["jaxprobe"], "loop, 1 masked frame per call", times["loop"], batch, "frames")
-    rows += [row, *common.flop_ceiling(row, batch * frame_flops, peak.rate(args.rounds), TARGET,
-                                       f"{masks + 1} forward passes a frame")]
-  common.finish("perturbation", f"Perturbation saliency (target >= {TARGET:g}x the one-mask-at-a-time loop)", rows,
-                args)
+    times = common.time_rounds({"jaxprobe": run_ours, "loop": run_loop, "matmul peak": peak}, args.rounds, warmup=1)
+    row = common.Row(
+      f"perturbation scores, {masks} masks/frame",
+      batch,
+      f"jaxprobe (jit, chunk {args.chunk})",
+      times["jaxprobe"],
+      "loop, 1 masked frame per call",
+      times["loop"],
+      batch,
+      "frames",
+    )
+    rows += [
+      row,
+      *common.flop_ceiling(
+        row, batch * frame_flops, peak.rate(args.rounds), TARGET, f"{masks + 1} forward passes a frame"
+      ),
+    ]
+  common.finish(
+    "perturbation", f"Perturbation saliency (target >= {TARGET:g}x the one-mask-at-a-time loop)", rows, args
+  )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ here the sharded runs must give the energies of the one-device run (--tolerance)
 
   .venv/bin/python benchmarks/scaling.py [--batches 64,256,1024,4096,8192] [--devices 1,2,4,8] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ import common  # noqa: I001  (first: sets the XLA and OpenMP settings)
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import search_setup
+
 from jaxprobe.parallel import batch_mesh, batch_sharding
 
 TARGET = "T+-"
@@ -72,6 +73,7 @@ def chunked_runner(energy, config, batch: int, chunk: int, steps: int, sharding=
     for _ in range(calls):
       state = runner.run()
     return state
+
   flops = None if runner.flops_per_step is None else runner.flops_per_step * steps * calls
   return run, flops, runner
 
@@ -83,24 +85,41 @@ def batch_rows(energy, config, args) -> list[common.Row]:
     run, flops, runner = chunked_runner(energy, config, batch, args.chunk, args.steps)
     loop, free = runner.loop, available_bytes()
     if jax.default_backend() == "cpu" and free is not None and runner.temp_bytes > free:
-      print(f"batch {batch}: skipped: its compiled step needs {runner.temp_bytes / 1e9:.1f} GB of temporaries, "
-            f"the machine has {free / 1e9:.1f} GB available now", flush=True)
+      print(
+        f"batch {batch}: skipped: its compiled step needs {runner.temp_bytes / 1e9:.1f} GB of temporaries, "
+        f"the machine has {free / 1e9:.1f} GB available now",
+        flush=True,
+      )
       continue
     # Compiled ahead, so a warm-up call would absorb no compilation: skipped where one call is long.
     warmup = 1 if batch < args.chunk or jax.default_backend() != "cpu" else 0
     times = common.time_rounds({"search": run, "matmul": matmul}, args.rounds, warmup=warmup)
     seconds, peak = times["search"], matmul.rate(args.rounds)
     achieved = None if flops is None else flops / seconds
-    print(f"batch {batch}: compiled in {runner.compile_s:.1f} s ({loop} loop); {batch * args.steps / seconds:,.1f} "
-          f"latent steps/s; " + ("no FLOP count" if achieved is None else
-                                 f"{achieved / 1e9:,.1f} GFLOP/s = {achieved / peak:.1%} of the matmul peak, "
-                                 f"{peak / 1e9:,.1f} GFLOP/s in the same rounds"),
-          flush=True)
-    rows.append(common.Row(f"latent search {TARGET}, steps {args.steps}, vs matmul peak", batch,
-                           f"jaxprobe ({loop} loop, chunk {min(batch, args.chunk)})", seconds,
-                           f"fp32 matmul at {peak / 1e9:,.0f} GFLOP/s, same FLOPs",
-                           None if flops is None else flops / peak, batch * args.steps, "latent steps",
-                           "" if flops is not None else "XLA gave no FLOP count"))
+    print(
+      f"batch {batch}: compiled in {runner.compile_s:.1f} s ({loop} loop); {batch * args.steps / seconds:,.1f} "
+      f"latent steps/s; "
+      + (
+        "no FLOP count"
+        if achieved is None
+        else f"{achieved / 1e9:,.1f} GFLOP/s = {achieved / peak:.1%} of the matmul peak, "
+        f"{peak / 1e9:,.1f} GFLOP/s in the same rounds"
+      ),
+      flush=True,
+    )
+    rows.append(
+      common.Row(
+        f"latent search {TARGET}, steps {args.steps}, vs matmul peak",
+        batch,
+        f"jaxprobe ({loop} loop, chunk {min(batch, args.chunk)})",
+        seconds,
+        f"fp32 matmul at {peak / 1e9:,.0f} GFLOP/s, same FLOPs",
+        None if flops is None else flops / peak,
+        batch * args.steps,
+        "latent steps",
+        "" if flops is not None else "XLA gave no FLOP count",
+      )
+    )
   return rows
 
 
@@ -109,15 +128,32 @@ def measure_devices(energy, config, n: int, batch: int, steps: int, rounds: int)
   sharding = batch_sharding(batch_mesh(n)) if n > 1 else None
   run, _, runner = chunked_runner(energy, config, batch, batch, steps, sharding)
   seconds = common.time_rounds({"search": run}, rounds, warmup=1)["search"]
-  return dict(devices=n, seconds=seconds, compile_s=runner.compile_s, loop=runner.loop,
-              energy=np.asarray(run().best_energy).tolist())
+  return dict(
+    devices=n,
+    seconds=seconds,
+    compile_s=runner.compile_s,
+    loop=runner.loop,
+    energy=np.asarray(run().best_energy).tolist(),
+  )
 
 
 def worker_result(n: int, args) -> dict:
   """Runs `--worker n` in a subprocess that sees n virtual CPU devices; its JSON line back."""
   env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}")
-  cmd = [sys.executable, __file__, "--worker", str(n), "--device-batch", str(args.device_batch), "--steps",
-         str(args.steps), "--rounds", str(args.rounds), "--layout", args.layout]
+  cmd = [
+    sys.executable,
+    __file__,
+    "--worker",
+    str(n),
+    "--device-batch",
+    str(args.device_batch),
+    "--steps",
+    str(args.steps),
+    "--rounds",
+    str(args.rounds),
+    "--layout",
+    args.layout,
+  ]
   done = subprocess.run(cmd, env=env, capture_output=True, text=True)
   if done.returncode != 0:
     raise SystemExit(f"the {n}-device run failed:\n{done.stderr[-2000:]}")
@@ -135,8 +171,11 @@ def device_rows(energy, config, args) -> list[common.Row]:
       r = worker_result(n, args)
     else:  # an accelerator has only the devices it has
       continue
-    print(f"{n} device(s): compiled in {r['compile_s']:.1f} s; "
-          f"{args.device_batch * args.steps / r['seconds']:,.1f} latent steps/s", flush=True)
+    print(
+      f"{n} device(s): compiled in {r['compile_s']:.1f} s; "
+      f"{args.device_batch * args.steps / r['seconds']:,.1f} latent steps/s",
+      flush=True,
+    )
     results.append(r)
   one = results[0]
   if one["devices"] != 1:
@@ -144,9 +183,19 @@ def device_rows(energy, config, args) -> list[common.Row]:
   for r in results[1:]:
     common.check_agree(f"energies on {r['devices']} devices vs 1", r["energy"], one["energy"], args.tolerance)
   kind = "virtual CPU devices" if jax.default_backend() == "cpu" else jax.devices()[0].device_kind
-  return [common.Row(f"latent search {TARGET}, steps {args.steps}, {r['devices']} {kind}", args.device_batch,
-                     f"jaxprobe on {r['devices']} device(s) ({r['loop']} loop)", r["seconds"], "the same on 1 device",
-                     one["seconds"], args.device_batch * args.steps, "latent steps") for r in results]
+  return [
+    common.Row(
+      f"latent search {TARGET}, steps {args.steps}, {r['devices']} {kind}",
+      args.device_batch,
+      f"jaxprobe on {r['devices']} device(s) ({r['loop']} loop)",
+      r["seconds"],
+      "the same on 1 device",
+      one["seconds"],
+      args.device_batch * args.steps,
+      "latent steps",
+    )
+    for r in results
+  ]
 
 
 def main():
@@ -157,14 +206,22 @@ def main():
   parser.add_argument("--steps", type=int, default=1, help="search steps per timed call")
   parser.add_argument("--chunk", type=int, default=4096, help="rows per compiled program (ProbeConfig.chunk)")
   parser.add_argument("--layout", default="subpixel", help="generator decoder layout: subpixel or transpose")
-  parser.add_argument("--matmul-size", type=int, default=0,
-                      help="side of the square matrices of the peak (default: common.MatmulPeak's)")
+  parser.add_argument(
+    "--matmul-size", type=int, default=0, help="side of the square matrices of the peak (default: common.MatmulPeak's)"
+  )
   parser.add_argument("--tolerance", type=float, default=1e-4, help="sharded vs one-device energies")
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   common.add_common_args(parser, rounds=2)
   args = parser.parse_args()
   if args.quick:
-    args.batches, args.devices, args.device_batch, args.steps, args.rounds, args.matmul_size = "8,32", "1,2", 8, 1, 1, 512
+    args.batches, args.devices, args.device_batch, args.steps, args.rounds, args.matmul_size = (
+      "8,32",
+      "1,2",
+      8,
+      1,
+      1,
+      512,
+    )
 
   energy, config = setup(args.layout)
   if args.worker:
@@ -173,8 +230,9 @@ def main():
   print(common.header())
   rows = batch_rows(energy, config, args)
   rows += device_rows(energy, config, args)
-  common.finish("scaling", "Latent search scaling (ratio: fraction of the matmul peak; speed-up over 1 device)",
-                rows, args)
+  common.finish(
+    "scaling", "Latent search scaling (ratio: fraction of the matmul peak; speed-up over 1 device)", rows, args
+  )
 
 
 if __name__ == "__main__":

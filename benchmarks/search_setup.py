@@ -16,6 +16,7 @@ it, which takes 5-25 s on 2 cores), the generator in the "transpose" layout so i
 maps onto PyTorch's `ConvTranspose2d` with the same weights (torch_models.py); its batch
 norm statistics are random too, so the eval-mode batch norms are not the identity.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,6 +54,7 @@ def random_like(shapes, seed: int):
       return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
     scale = 1 / np.sqrt(np.prod(leaf.shape[:-1])) if name.endswith("['kernel']") else 0.1
     return (scale * rng.standard_normal(leaf.shape)).astype(np.float32)
+
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
@@ -81,8 +83,9 @@ def make_generator(seed: int = 1, upsample: str = "transpose") -> GeneratorBundl
   return GeneratorBundle(spec, random_like(jax.eval_shape(spec.init, jax.random.key(0)), seed))
 
 
-def probe_config(target: str = "T+-", alpha: float = 0.01, tau: float = 1.0, lr: float = 0.05,
-                 loop: str = "auto") -> ProbeConfig:
+def probe_config(
+  target: str = "T+-", alpha: float = 0.01, tau: float = 1.0, lr: float = 0.05, loop: str = "auto"
+) -> ProbeConfig:
   return ProbeConfig(alpha=alpha, tau=tau, lr=lr, loop=loop)
 
 
@@ -95,13 +98,23 @@ def energy_fn(agent: Agent, bundle: GeneratorBundle, target: str, config: ProbeC
 def initial_state(energy: Callable, optimizer, v: jax.Array, steps: int, key: jax.Array) -> RowState:
   """The state `optimise` starts a chunk from (its `init`, which it does not export)."""
   n = v.shape[0]
-  return RowState(v, optimizer.init(v), v, energy(v, key), jnp.zeros(n, jnp.int32), jnp.full(n, steps, jnp.int32),
-                  jnp.full(n, -1, jnp.int32), key, jnp.zeros((), jnp.int32))
+  return RowState(
+    v,
+    optimizer.init(v),
+    v,
+    energy(v, key),
+    jnp.zeros(n, jnp.int32),
+    jnp.full(n, steps, jnp.int32),
+    jnp.full(n, -1, jnp.int32),
+    key,
+    jnp.zeros((), jnp.int32),
+  )
 
 
 @dataclasses.dataclass
 class SearchRunner:
   """`run()` does `steps` search steps of a batch from the same start, blocking until done."""
+
   run: Callable[[], object]
   compile_s: float
   flops_per_step: float | None
@@ -146,6 +159,7 @@ def search_runner(energy: Callable, v0: jax.Array, steps: int, config: ProbeConf
       for _ in range(steps):
         s, _ = step_compiled(s)
       return jax.block_until_ready(s)
+
   return SearchRunner(run, compile_s, flops, loop, temp_bytes)
 
 

@@ -13,6 +13,7 @@ our Flax networks live in the loaders, not in the modules:
 `nature_from_flax` and `generator_from_flax` copy our params into these modules so both
 sides compute the same function on the same weights (tests/test_torch_port.py checks it).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,8 +53,13 @@ class TorchGenerator(nn.Module):
     super().__init__()
     chans = (channels, *widths)
     self.widths = tuple(widths)
-    self.enc = nn.Sequential(*[m for i in range(len(widths)) for m in (
-      nn.Conv2d(chans[i], chans[i + 1], 4, 2, 1), nn.BatchNorm2d(chans[i + 1]), nn.ReLU())])
+    self.enc = nn.Sequential(
+      *[
+        m
+        for i in range(len(widths))
+        for m in (nn.Conv2d(chans[i], chans[i + 1], 4, 2, 1), nn.BatchNorm2d(chans[i + 1]), nn.ReLU())
+      ]
+    )
     flat = ENCODER_SIZE * ENCODER_SIZE * widths[-1]
     self.mean, self.logvar = nn.Linear(flat, latent), nn.Linear(flat, latent)
     self.dense = nn.Linear(latent, DECODER_SIZE * DECODER_SIZE * widths[-1])
@@ -73,7 +79,7 @@ class TorchGenerator(nn.Module):
   def decode(self, z):
     x = F.relu(self.dense(z)).view(-1, self.widths[-1], DECODER_SIZE, DECODER_SIZE)
     top = (DECODER_SIZE * 2 ** len(self.widths) - FRAME_SIZE) // 2
-    return torch.sigmoid(self.dec(x))[:, :, top:top + FRAME_SIZE, top:top + FRAME_SIZE]
+    return torch.sigmoid(self.dec(x))[:, :, top : top + FRAME_SIZE, top : top + FRAME_SIZE]
 
   def forward(self, x, sample: bool = True):
     """Reconstruction, mean and log-variance; z is sampled from q(z|x) unless `sample` is False."""
@@ -88,6 +94,7 @@ class TorchGenerator(nn.Module):
 
 
 # ----- loaders: Flax params -> these modules -----
+
 
 def _t(a) -> torch.Tensor:
   return torch.from_numpy(np.array(a, np.float32))  # a writable copy, C-contiguous
@@ -159,8 +166,9 @@ def generator_from_flax(variables, widths=(32, 64, 128, 256), latent=100, channe
     layer = getattr(gen, name)
     _copy(layer.weight, dense_after_flatten(p[name]["kernel"], ENCODER_SIZE, ENCODER_SIZE, widths[-1]))
     _copy(layer.bias, _t(p[name]["bias"]))
-  weight, bias = dense_before_reshape(p["dec_dense"]["kernel"], p["dec_dense"]["bias"], DECODER_SIZE,
-                                      DECODER_SIZE, widths[-1])
+  weight, bias = dense_before_reshape(
+    p["dec_dense"]["kernel"], p["dec_dense"]["bias"], DECODER_SIZE, DECODER_SIZE, widths[-1]
+  )
   _copy(gen.dense.weight, weight)
   _copy(gen.dense.bias, bias)
   ups = [m for m in gen.dec if isinstance(m, nn.ConvTranspose2d)]

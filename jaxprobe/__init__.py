@@ -1,4 +1,5 @@
 """jaxprobe: find and visualize the weaknesses of deep RL agents (Rupprecht et al., ICLR 2020) in JAX."""
+
 import os
 
 
@@ -15,6 +16,7 @@ def _prefer_xla_cpu_convolutions() -> None:
     return
   try:
     from importlib.metadata import version
+
     if not version("jaxlib").startswith("0.10."):
       return
   except Exception:  # jaxlib metadata unavailable: leave XLA as it is

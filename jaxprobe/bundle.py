@@ -6,6 +6,7 @@
 Writes go to a temporary sibling that replaces DIR only once complete, so an
 interrupted save never damages the checkpoint already there.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,9 @@ def read_versioned_json(file: Path, what: str, format_version: int, remedy: str)
     raise UserError(f"{what} has no readable {file.name} ({type(e).__name__}); {remedy}") from None
   version = data.get("format_version") if isinstance(data, dict) else None
   if not isinstance(version, int) or version > format_version:
-    raise UserError(f"{what} has format version {version!r}; this jaxprobe reads versions up to "
-                    f"{format_version}: upgrade jaxprobe")
+    raise UserError(
+      f"{what} has format version {version!r}; this jaxprobe reads versions up to {format_version}: upgrade jaxprobe"
+    )
   return data
 
 

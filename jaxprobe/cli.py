@@ -3,6 +3,7 @@
 User errors (`UserError`) print one line and exit with code 2; anything else
 is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,11 @@ from jaxprobe.errors import UserError
 def build_parser() -> argparse.ArgumentParser:
   """The parser of every subcommand; each parsed namespace carries its module's `run` as `args.run`."""
   from jaxprobe.commands import PIPELINE
+
   parser = argparse.ArgumentParser(
-      prog="jaxprobe",
-      description="Find and visualize the weaknesses of deep RL agents (Rupprecht et al., ICLR 2020) in JAX.")
+    prog="jaxprobe",
+    description="Find and visualize the weaknesses of deep RL agents (Rupprecht et al., ICLR 2020) in JAX.",
+  )
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   groups = {}
   for command in PIPELINE:
@@ -24,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
       group, action = command.NAME
       if group not in groups:
         groups[group] = sub.add_parser(group, help=command.GROUP_HELP).add_subparsers(
-            dest=f"{group}_command", required=True, metavar="ACTION")
+          dest=f"{group}_command", required=True, metavar="ACTION"
+        )
       p = groups[group].add_parser(action, help=command.HELP, description=command.DESCRIPTION)
     else:
       p = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)

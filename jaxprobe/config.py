@@ -7,6 +7,7 @@ so a typo in a YAML file never silently falls back to a default. A field declare
 `option(default, help)` is also a command-line flag (`add_flags`): its name, type,
 default and help are written once, in the dataclass.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,20 +79,23 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise UserError(f"unknown config field '{prefix}{unknown[0]}' for {cls.__name__}; "
-                    f"known fields: {', '.join(sorted(fields))}")
+    raise UserError(
+      f"unknown config field '{prefix}{unknown[0]}' for {cls.__name__}; known fields: {', '.join(sorted(fields))}"
+    )
   kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
   return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
   """The config as plain YAML/JSON-friendly data (tuples become lists)."""
+
   def plain(v):
     if isinstance(v, tuple):
       return [plain(x) for x in v]
     if isinstance(v, dict):
       return {k: plain(x) for k, x in v.items()}
     return v
+
   return plain(dataclasses.asdict(cfg))
 
 

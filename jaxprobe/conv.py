@@ -18,6 +18,7 @@ Parameters are those of `nn.Conv` / `nn.ConvTranspose` exactly (HWIO kernels, `b
 the implementation is chosen per backend (`resolve_conv_impl`) and never changes what
 is saved.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,7 @@ IMPLS = ("auto", "fast", "hybrid", "xla")
 
 
 def resolve_conv_impl(impl: str = "auto", transposed: bool = False) -> str:
-  """"auto" -> on CPU "fast" for transposed convolutions and "hybrid" for the others; "xla" elsewhere.
+  """ "auto" -> on CPU "fast" for transposed convolutions and "hybrid" for the others; "xla" elsewhere.
 
   - "xla": XLA's own convolutions and gradients.
   - "hybrid": XLA's convolution and weight gradient (fastest here with the YNNPACK flag that
@@ -93,16 +94,41 @@ def _conv2d_entry(conv2d: Callable, doc: str) -> Callable:
   dilation or groups to `conv2d(x, w, strides, explicit pads, precision)`; cases outside what
   our networks use go to lax as-is."""
 
-  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                           dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                           preferred_element_type=None):
+  def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+  ):
     dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-    if (lhs.ndim != 4 or dilated or feature_group_count != 1 or batch_group_count != 1
-        or preferred_element_type is not None
-        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC):
-      return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                      dimension_numbers, feature_group_count, batch_group_count,
-                                      precision, preferred_element_type)
+    if (
+      lhs.ndim != 4
+      or dilated
+      or feature_group_count != 1
+      or batch_group_count != 1
+      or preferred_element_type is not None
+      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC
+    ):
+      return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+        precision,
+        preferred_element_type,
+      )
     if isinstance(padding, str):
       padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     pads = tuple(tuple(int(v) for v in p) for p in padding)
@@ -126,10 +152,13 @@ def _hybrid_conv2d(x, w, strides, pads, precision):
 
 
 fast_conv_general_dilated = _conv2d_entry(
-    _fast_conv2d, "`lax.conv_general_dilated` with jaxprobe's own gradients for 2-D NHWC/HWIO convolutions.")
+  _fast_conv2d, "`lax.conv_general_dilated` with jaxprobe's own gradients for 2-D NHWC/HWIO convolutions."
+)
 hybrid_conv_general_dilated = _conv2d_entry(
-    _hybrid_conv2d, "`lax.conv_general_dilated` whose strided 2-D NHWC/HWIO convolutions take their input "
-    "gradient from `_strided_conv` (XLA's forward and weight gradient).")
+  _hybrid_conv2d,
+  "`lax.conv_general_dilated` whose strided 2-D NHWC/HWIO convolutions take their input "
+  "gradient from `_strided_conv` (XLA's forward and weight gradient).",
+)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -152,8 +181,10 @@ def _strided_conv_bwd(strides, pads, precision, res, g):
   dw = jax.vjp(lambda w: _lax_conv2d(x, w, strides, pads, precision), w)[1](g)[0]
   if x.shape[3] >= 32:
     # lax's transposed-convolution padding for the input gradient of a strided convolution.
-    tpads = [(k - 1 - lo, n - (o - 1) * s - 1 + lo) for n, k, s, o, (lo, _) in
-             zip(x.shape[1:3], w.shape[:2], strides, g.shape[1:3], pads)]
+    tpads = [
+      (k - 1 - lo, n - (o - 1) * s - 1 + lo)
+      for n, k, s, o, (lo, _) in zip(x.shape[1:3], w.shape[:2], strides, g.shape[1:3], pads)
+    ]
     dx = conv_transpose(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), strides, tpads, precision, impl="xla")
   else:
     dx = jax.vjp(lambda x: _fast_conv2d(x, w, strides, pads, precision), x)[1](g)[0]
@@ -172,8 +203,11 @@ def _fold_strides(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int]):
   oy, ox = (x.shape[1] - ky) // sy + 1, (x.shape[2] - kx) // sx + 1
   # Rows past the last window are never read, and rows the window needs past the input
   # meet zero kernel taps: so cropping or zero-padding to a multiple of the stride is exact.
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, sy * (oy + fy - 1) - x.shape[1], 0),
-                                          (0, sx * (ox + fx - 1) - x.shape[2], 0), (0, 0, 0)])
+  x = lax.pad(
+    x,
+    jnp.zeros((), x.dtype),
+    [(0, 0, 0), (0, sy * (oy + fy - 1) - x.shape[1], 0), (0, sx * (ox + fx - 1) - x.shape[2], 0), (0, 0, 0)],
+  )
   w = jnp.pad(w, ((0, sy * fy - ky), (0, sx * fx - kx), (0, 0), (0, 0)))
   w = w.reshape(fy, sy, fx, sx, *w.shape[2:]).transpose(0, 2, 1, 3, 4, 5)
   return space_to_depth(x, sy, sx), w.reshape(fy, fx, sy * sx * w.shape[4], w.shape[5])
@@ -182,10 +216,18 @@ def _fold_strides(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int]):
 Window = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right)), ends exclusive
 
 
-def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
-                   padding: str | Sequence[tuple[int, int]], precision=None, *, window: Window | None = None,
-                   origin: tuple[int, int] = (0, 0), in_size: tuple[int, int] | None = None,
-                   impl: str = "fast") -> jnp.ndarray:
+def conv_transpose(
+  x: jnp.ndarray,
+  kernel: jnp.ndarray,
+  strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
+  precision=None,
+  *,
+  window: Window | None = None,
+  origin: tuple[int, int] = (0, 0),
+  in_size: tuple[int, int] | None = None,
+  impl: str = "fast",
+) -> jnp.ndarray:
   """`lax.conv_transpose` (NHWC, HWIO, `transpose_kernel=False`), one convolution per output phase.
 
   Output row `s*m + r` reads input rows `m + d` through kernel tap `s*d + pad_lo - r`: each
@@ -206,15 +248,17 @@ def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     padding = [_conv_transpose_pads(k, s, padding) for k, s in ((ky, sy), (kx, sx))]
   rows, cols = _transpose_phases(ky, sy, padding[0]), _transpose_phases(kx, sx, padding[1])
   if window is None:
-    window = tuple((0, (n - 1) * s + 1 + lo + hi - k + 1)
-                   for n, s, k, (lo, hi) in zip(in_size, (sy, sx), (ky, kx), padding))
+    window = tuple(
+      (0, (n - 1) * s + 1 + lo + hi - k + 1) for n, s, k, (lo, hi) in zip(in_size, (sy, sx), (ky, kx), padding)
+    )
   if impl == "fast":
     # Only the input rows the window reads go in: the matmul gradient works on all it is given.
     (top, bottom), (left, right) = _input_window(window, rows, cols, in_size)
     x = _extend(_extend(x, 1, origin[0], in_size[0], top, bottom), 2, origin[1], in_size[1], left, right)
     pads = tuple(tuple(int(v) for v in p) for p in padding)
-    return _conv_transpose_mm(x, kernel, (sy, sx), pads, tuple(tuple(w) for w in window), (top, left), in_size,
-                              precision)
+    return _conv_transpose_mm(
+      x, kernel, (sy, sx), pads, tuple(tuple(w) for w in window), (top, left), in_size, precision
+    )
   return _conv_transpose_phases(x, kernel, rows, cols, window, origin, in_size, precision)
 
 
@@ -264,16 +308,24 @@ def _conv_transpose_mm_bwd(strides, pads, window, origin, in_size, precision, re
   by, bx = -(-ky // sy), -(-kx // sx)
   first = (sy * origin[0] + ply - (ky - 1), sx * origin[1] + plx - (kx - 1))
   last = (sy * (origin[0] + hx - 1) + ply + by * sy - ky, sx * (origin[1] + wx - 1) + plx + bx * sx - kx)
-  g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (window[0][0] - first[0], last[0] + 1 - window[0][1], 0),
-                                          (window[1][0] - first[1], last[1] + 1 - window[1][1], 0), (0, 0, 0)])
+  g = lax.pad(
+    g,
+    jnp.zeros((), g.dtype),
+    [
+      (0, 0, 0),
+      (window[0][0] - first[0], last[0] + 1 - window[0][1], 0),
+      (window[1][0] - first[1], last[1] + 1 - window[1][1], 0),
+      (0, 0, 0),
+    ],
+  )
   # P[i, t] = g[s*i + k-1-t]: in blocks of s rows (space-to-depth) the by blocks from block i hold
   # every tap, so P is by x bx contiguous slices, taps k-1-t ordered block-major.
   g = space_to_depth(g, sy, sx)
-  p = jnp.stack([g[:, ey:ey + hx, ex:ex + wx] for ey in range(by) for ex in range(bx)], 3).reshape(n * hx * wx, -1)
+  p = jnp.stack([g[:, ey : ey + hx, ex : ex + wx] for ey in range(by) for ex in range(bx)], 3).reshape(n * hx * wx, -1)
   w = jnp.pad(kernel[::-1, ::-1], ((0, by * sy - ky), (0, bx * sx - kx), (0, 0), (0, 0)))
   w = w.reshape(by, sy, bx, sx, ci, co).transpose(4, 0, 2, 1, 3, 5).reshape(ci, -1)
   dw = jnp.matmul(x.reshape(-1, ci).T, p, precision=precision).reshape(ci, by, bx, sy, sx, co)
-  dw = dw.transpose(1, 3, 2, 4, 0, 5).reshape(by * sy, bx * sx, ci, co)[ky - 1::-1, kx - 1::-1]
+  dw = dw.transpose(1, 3, 2, 4, 0, 5).reshape(by * sy, bx * sx, ci, co)[ky - 1 :: -1, kx - 1 :: -1]
   dx = jnp.matmul(p, w.T, precision=precision).reshape(x.shape)
   return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
@@ -281,15 +333,24 @@ def _conv_transpose_mm_bwd(strides, pads, window, origin, in_size, precision, re
 _conv_transpose_mm.defvjp(_conv_transpose_mm_fwd, _conv_transpose_mm_bwd, symbolic_zeros=True)
 
 
-def subpixel_conv(x: jnp.ndarray, kernel: jnp.ndarray, scale: int, precision=None, *,
-                  bias: jnp.ndarray | None = None, window: Window | None = None, origin: tuple[int, int] = (0, 0),
-                  in_size: tuple[int, int] | None = None, impl: str = "fast") -> jnp.ndarray:
+def subpixel_conv(
+  x: jnp.ndarray,
+  kernel: jnp.ndarray,
+  scale: int,
+  precision=None,
+  *,
+  bias: jnp.ndarray | None = None,
+  window: Window | None = None,
+  origin: tuple[int, int] = (0, 0),
+  in_size: tuple[int, int] | None = None,
+  impl: str = "fast",
+) -> jnp.ndarray:
   """A SAME stride-1 convolution to `scale**2 * O` channels (plus `bias`) followed by
   `depth_to_space`, with `window`, `origin` and `in_size` as in `conv_transpose`."""
   (ky, kx), in_size = kernel.shape[:2], tuple(in_size or x.shape[1:3])
   window = window or tuple((0, scale * n) for n in in_size)
   o = kernel.shape[3] // scale**2
-  kernels = [[kernel[..., (r * scale + q) * o:(r * scale + q + 1) * o] for q in range(scale)] for r in range(scale)]
+  kernels = [[kernel[..., (r * scale + q) * o : (r * scale + q + 1) * o] for q in range(scale)] for r in range(scale)]
   rows, cols = _subpixel_phases(ky, scale), _subpixel_phases(kx, scale)
   return _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision, bias)
 
@@ -297,8 +358,10 @@ def subpixel_conv(x: jnp.ndarray, kernel: jnp.ndarray, scale: int, precision=Non
 def _input_window(window: Window, rows, cols, in_size: tuple[int, int]) -> Window:
   """The input rows and columns (within the input) that an output `window` of a phase
   convolution with these `rows` and `cols` phases reads."""
-  return tuple((max(lo, 0), min(hi, n)) for (lo, hi), n in
-               zip((_axis_plan(window[0], rows)[2:], _axis_plan(window[1], cols)[2:]), in_size))
+  return tuple(
+    (max(lo, 0), min(hi, n))
+    for (lo, hi), n in zip((_axis_plan(window[0], rows)[2:], _axis_plan(window[1], cols)[2:]), in_size)
+  )
 
 
 def _transpose_phases(k: int, s: int, padding: str | tuple[int, int]) -> list[tuple[int, tuple[int, ...]]]:
@@ -330,8 +393,9 @@ def _extend(x: jnp.ndarray, axis: int, origin: int, size: int, lo: int, hi: int)
   """Rows [lo, hi) of the zero-extended input, from `x` holding rows [origin, origin + len)."""
   length = x.shape[axis]
   if max(lo, 0) < origin or min(hi, size) > origin + length:
-    raise ValueError(f"input rows {lo}..{hi} are needed along axis {axis}, but x holds rows "
-                     f"{origin}..{origin + length} of {size}")
+    raise ValueError(
+      f"input rows {lo}..{hi} are needed along axis {axis}, but x holds rows {origin}..{origin + length} of {size}"
+    )
   start, stop = lo - origin, hi - origin
   x = lax.slice_in_dim(x, max(start, 0), min(stop, length), axis=axis)
   pads = [(0, 0, 0)] * x.ndim
@@ -347,12 +411,15 @@ def _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision
   m0y, m1y, loy, hiy = _axis_plan(window[0], rows)
   m0x, m1x, lox, hix = _axis_plan(window[1], cols)
   x = _extend(_extend(x, 1, origin[0], in_size[0], loy, hiy), 2, origin[1], in_size[1], lox, hix)
-  conv = (lambda x, w: conv_valid(x, w, precision)) if impl == "fast" else (
-      lambda x, w: _lax_conv2d(x, w, (1, 1), "VALID", precision))
+  conv = (
+    (lambda x, w: conv_valid(x, w, precision))
+    if impl == "fast"
+    else (lambda x, w: _lax_conv2d(x, w, (1, 1), "VALID", precision))
+  )
 
   def view(r, q):
     (dy, ty), (dx, tx) = rows[r], cols[q]
-    return x[:, m0y + dy - loy:m1y + dy + len(ty) - 1 - loy, m0x + dx - lox:m1x + dx + len(tx) - 1 - lox]
+    return x[:, m0y + dy - loy : m1y + dy + len(ty) - 1 - loy, m0x + dx - lox : m1x + dx + len(tx) - 1 - lox]
 
   if len(set(rows)) == 1 and len(set(cols)) == 1:  # one convolution for all phases
     y = conv(view(0, 0), jnp.concatenate([k for row in kernels for k in row], axis=-1))
@@ -362,7 +429,7 @@ def _phase_conv(x, kernels, rows, cols, window, origin, in_size, impl, precision
   if bias is not None:
     y = y + bias
   y = depth_to_space(y, sy, sx)
-  return y[:, window[0][0] - sy * m0y:window[0][1] - sy * m0y, window[1][0] - sx * m0x:window[1][1] - sx * m0x]
+  return y[:, window[0][0] - sy * m0y : window[0][1] - sy * m0y, window[1][0] - sx * m0x : window[1][1] - sx * m0x]
 
 
 def _conv_transpose_pads(k: int, s: int, padding) -> tuple[int, int]:
@@ -385,6 +452,7 @@ class ConvTranspose(nn.Module):
   `impl` picks the convolutions inside ("fast": `conv_valid`, "xla": XLA's own). Called with
   a `window`, computes only that part of the output (see `conv_transpose`).
   """
+
   features: int
   kernel_size: int | Sequence[int]
   strides: int | Sequence[int] = (1, 1)
@@ -396,12 +464,26 @@ class ConvTranspose(nn.Module):
   impl: str = "fast"
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, window: Window | None = None, origin: tuple[int, int] = (0, 0),
-               in_size: tuple[int, int] | None = None) -> jnp.ndarray:
+  def __call__(
+    self,
+    x: jnp.ndarray,
+    window: Window | None = None,
+    origin: tuple[int, int] = (0, 0),
+    in_size: tuple[int, int] | None = None,
+  ) -> jnp.ndarray:
     """The transposed convolution of `x` `(N, H, W, C)`, or only its `window` of the output."""
     kernel = self.param("kernel", self.kernel_init, (*_pair(self.kernel_size), x.shape[-1], self.features))
-    y = conv_transpose(x, kernel, _pair(self.strides), self.padding, self.precision, window=window,
-                       origin=origin, in_size=in_size, impl=self.impl)
+    y = conv_transpose(
+      x,
+      kernel,
+      _pair(self.strides),
+      self.padding,
+      self.precision,
+      window=window,
+      origin=origin,
+      in_size=in_size,
+      impl=self.impl,
+    )
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
@@ -416,6 +498,7 @@ class ConvTranspose(nn.Module):
 class SubpixelConv(nn.Module):
   """`nn.Conv(scale**2 * features, kernel_size, padding="SAME")` then `depth_to_space(scale)`,
   with `nn.Conv`'s parameters, computed by `subpixel_conv` (windows as `ConvTranspose`)."""
+
   features: int
   kernel_size: int | Sequence[int] = (3, 3)
   scale: int = 2
@@ -425,14 +508,20 @@ class SubpixelConv(nn.Module):
   impl: str = "fast"
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, window: Window | None = None, origin: tuple[int, int] = (0, 0),
-               in_size: tuple[int, int] | None = None) -> jnp.ndarray:
+  def __call__(
+    self,
+    x: jnp.ndarray,
+    window: Window | None = None,
+    origin: tuple[int, int] = (0, 0),
+    in_size: tuple[int, int] | None = None,
+  ) -> jnp.ndarray:
     """The sub-pixel convolution of `x` `(N, H, W, C)`, or only its `window` of the output."""
     out = self.scale**2 * self.features
     kernel = self.param("kernel", self.kernel_init, (*_pair(self.kernel_size), x.shape[-1], out))
     bias = self.param("bias", self.bias_init, (out,))
-    return subpixel_conv(x, kernel, self.scale, self.precision, bias=bias, window=window, origin=origin,
-                         in_size=in_size, impl=self.impl)
+    return subpixel_conv(
+      x, kernel, self.scale, self.precision, bias=bias, window=window, origin=origin, in_size=in_size, impl=self.impl
+    )
 
   def input_window(self, window: Window, in_size: tuple[int, int]) -> Window:
     """The input rows and columns an output `window` reads."""
@@ -481,9 +570,13 @@ def _weight_grad(x, g, ky, kx, precision):
   """dW[i, j] = x[:, i:i+H, j:j+W].reshape(-1, I).T @ g.reshape(-1, O): one matmul per tap."""
   h, w, o = g.shape[1:]
   g = g.reshape(-1, o)
-  taps = [lax.dot_general(x[:, i:i + h, j:j + w].reshape(-1, x.shape[3]), g, (((0,), (0,)), ((), ())),
-                          precision=precision)
-          for i in range(ky) for j in range(kx)]
+  taps = [
+    lax.dot_general(
+      x[:, i : i + h, j : j + w].reshape(-1, x.shape[3]), g, (((0,), (0,)), ((), ())), precision=precision
+    )
+    for i in range(ky)
+    for j in range(kx)
+  ]
   return jnp.stack(taps).reshape(ky, kx, x.shape[3], o)
 
 
@@ -500,6 +593,8 @@ def _map_batch(f: Callable, *arrays: jnp.ndarray, budget: int) -> jnp.ndarray:
   return y if full == b else jnp.concatenate([y, f(*(a[full:] for a in arrays))])
 
 
-_CONV_MODULES = {"xla": nn.Conv,
-                 "fast": functools.partial(nn.Conv, conv_general_dilated=fast_conv_general_dilated),
-                 "hybrid": functools.partial(nn.Conv, conv_general_dilated=hybrid_conv_general_dilated)}
+_CONV_MODULES = {
+  "xla": nn.Conv,
+  "fast": functools.partial(nn.Conv, conv_general_dilated=fast_conv_general_dilated),
+  "hybrid": functools.partial(nn.Conv, conv_general_dilated=hybrid_conv_general_dilated),
+}

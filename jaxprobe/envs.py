@@ -7,6 +7,7 @@ minimal action set. Observations are `(N, 4, 84, 84)` uint8; with
 `colour=True` they are `(N, 12, 84, 84)`: the same 4 frames as RGB, for the
 generator.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,15 +25,15 @@ COLOUR_STACK_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3 * FRAME_STACK)
 # Stated explicitly (they equal envpool 1.2.5's defaults) so a change of
 # envpool's defaults cannot silently change what agents see.
 ATARI_PREPROCESSING = dict(
-    stack_num=FRAME_STACK,
-    frame_skip=4,
-    img_height=FRAME_SIZE,
-    img_width=FRAME_SIZE,
-    noop_max=30,
-    repeat_action_probability=0.0,
-    use_fire_reset=True,
-    full_action_space=False,
-    max_episode_steps=27000,
+  stack_num=FRAME_STACK,
+  frame_skip=4,
+  img_height=FRAME_SIZE,
+  img_width=FRAME_SIZE,
+  noop_max=30,
+  repeat_action_probability=0.0,
+  use_fire_reset=True,
+  full_action_space=False,
+  max_episode_steps=27000,
 )
 
 
@@ -42,8 +43,9 @@ def _envpool():
   try:
     import envpool
   except ImportError as exc:
-    raise UserError(f"this needs the Atari emulator, but envpool does not import ({exc}); "
-                    "install it with `pip install envpool`") from None
+    raise UserError(
+      f"this needs the Atari emulator, but envpool does not import ({exc}); install it with `pip install envpool`"
+    ) from None
   return envpool
 
 
@@ -63,21 +65,30 @@ def check_env_id(env_id: str) -> str:
   guesses = difflib.get_close_matches(env_id.lower(), list(by_lower), n=3, cutoff=0.6)
   if not guesses and env_id.lower() + "-v5" in by_lower:
     guesses = [env_id.lower() + "-v5"]
-  hint = f"; did you mean {', '.join(by_lower[g] for g in guesses)}?" if guesses else \
-      "; Atari ids look like Pong-v5 or Seaquest-v5"
+  hint = (
+    f"; did you mean {', '.join(by_lower[g] for g in guesses)}?"
+    if guesses
+    else "; Atari ids look like Pong-v5 or Seaquest-v5"
+  )
   raise UserError(f"unknown env id '{env_id}'{hint}")
 
 
-def make_atari(env_id: str, num_envs: int = 1, seed: int = 0, colour: bool = False,
-               episodic_life: bool = False, reward_clip: bool = False, **overrides: Any):
+def make_atari(
+  env_id: str,
+  num_envs: int = 1,
+  seed: int = 0,
+  colour: bool = False,
+  episodic_life: bool = False,
+  reward_clip: bool = False,
+  **overrides: Any,
+):
   """A gymnasium-API envpool vector env of `num_envs` Atari games.
 
   `episodic_life` and `reward_clip` are training aids (PPO/DQN); evaluation and
   probing use the real game (both False). `overrides` pass through to envpool.
   """
   check_env_id(env_id)
-  kwargs = dict(ATARI_PREPROCESSING, gray_scale=not colour, episodic_life=episodic_life,
-                reward_clip=reward_clip)
+  kwargs = dict(ATARI_PREPROCESSING, gray_scale=not colour, episodic_life=episodic_life, reward_clip=reward_clip)
   kwargs.update(overrides)
   return _envpool().make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **kwargs)
 

@@ -4,6 +4,7 @@ Every JSON, HTML and CSV file jaxprobe writes goes through `write_atomic`: the t
 goes to a temporary sibling that replaces the target only once complete, so a reader
 (or a second run) never sees half a file.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,10 +36,12 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
 
 def plain(obj: Any) -> Any:
   """`obj` as plain JSON data: numpy scalars and arrays become numbers and lists."""
+
   def default(x):
     if hasattr(x, "tolist"):
       return x.tolist()
     return x.item() if hasattr(x, "item") else str(x)
+
   return json.loads(json.dumps(obj, default=default))
 
 

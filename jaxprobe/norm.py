@@ -7,6 +7,7 @@ cost more than some of its convolutions (benchmarks/README.md). Here the backwar
 the closed form (two sums per channel, then one elementwise pass) and every per-channel
 sum is taken over a wide row of several pixels' channels, then folded.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,6 +64,7 @@ batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 class BatchNorm(nn.Module):
   """`nn.BatchNorm(momentum, epsilon)` over the last axis, with the same variables
   (`params`: scale, bias; `batch_stats`: mean, var) and updates, and `batch_norm`'s gradient."""
+
   momentum: float = 0.99
   epsilon: float = 1e-5
 

@@ -6,6 +6,7 @@ The same code runs on one CPU, several virtual CPUs (`JAX_NUM_CPU_DEVICES=8`), a
 TPU slice. Multi-host: call `jax.distributed.initialize()` first; `jax.devices()` then spans
 all hosts and so does the mesh.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -55,10 +56,10 @@ def map_in_batches(fn: Callable[..., Any], *arrays: np.ndarray, batch_size: int)
   n = len(arrays[0])
   parts = []
   for start in range(0, n, batch_size):
-    rows = [np.asarray(a[start:start + batch_size]) for a in arrays]
+    rows = [np.asarray(a[start : start + batch_size]) for a in arrays]
     pad = batch_size - len(rows[0])
     if pad:
       rows = [np.concatenate([r, np.repeat(r[-1:], pad, 0)]) for r in rows]
     out = jax.device_get(fn(*rows))
-    parts.append(jax.tree_util.tree_map(lambda x: x[:batch_size - pad], out))
+    parts.append(jax.tree_util.tree_map(lambda x: x[: batch_size - pad], out))
   return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)

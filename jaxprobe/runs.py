@@ -11,6 +11,7 @@ Every trainer (`agents.ppo`, `agents.dqn`, `generator.train`) is an iterator of
 `(state, step, metrics)` that writes nothing; `drive` runs one through a run directory:
 resume, progress bar, curve rows, checkpoints, and a stop on a non-finite loss.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
-import orbax.checkpoint as ocp
 import numpy as np
+import orbax.checkpoint as ocp
 import yaml
 from tqdm.auto import tqdm
 
@@ -47,28 +48,33 @@ class RunDir:
         raise UserError(f"--resume: {self.path} holds no run (no config.yaml); start it without --resume")
       self._check_same_config(yaml.safe_load(config_file.read_text()) or {})
     elif config_file.exists():
-      raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose "
-                      "another --out")
+      raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
     self.path.mkdir(parents=True, exist_ok=True)
     if not resume:
       config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
     self.manager = ocp.CheckpointManager(
-        self.path / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
-        item_names=("state", "meta"))
+      self.path / "checkpoints",
+      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+      item_names=("state", "meta"),
+    )
     self.curve_file = self.path / "curve.csv"
     self.wall_before = 0.0  # seconds of training before this process (set by `resume`)
 
   def _check_same_config(self, saved: dict) -> None:
     current = self.config
-    differ = sorted((k != "algorithm", k) for k in set(saved) | set(current)
-                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    differ = sorted(
+      (k != "algorithm", k)
+      for k in set(saved) | set(current)
+      if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    )
     differ = [k for _, k in differ]  # the algorithm first: it explains every other difference
     if differ:
       k = differ[0]
-      raise UserError(f"--resume: {self.path} was started with a different config ({k}: "
-                      f"{saved.get(k)!r} there, {current.get(k)!r} now); use the same config or "
-                      "another --out")
+      raise UserError(
+        f"--resume: {self.path} was started with a different config ({k}: "
+        f"{saved.get(k)!r} there, {current.get(k)!r} now); use the same config or "
+        "another --out"
+      )
 
   def latest_step(self) -> int | None:
     """The step of the latest checkpoint, or None."""
@@ -76,8 +82,9 @@ class RunDir:
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Saves `state` and `meta` as checkpoint `step` (the previous one is dropped) and waits for it."""
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)),
-                                                    meta=ocp.args.JsonSave(meta)))
+    self.manager.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)), meta=ocp.args.JsonSave(meta))
+    )
     self.manager.wait_until_finished()
 
   def restore(self, abstract_state: Any) -> tuple[Any, dict]:
@@ -86,11 +93,14 @@ class RunDir:
     if step is None:
       raise UserError(f"--resume: {self.path} has no checkpoint yet; start it again without --resume")
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+      )
     except Exception as e:  # orbax raises many types for damaged or mismatched checkpoints
-      raise UserError(f"--resume: checkpoint {step} in {self.path} cannot be restored "
-                      f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+      raise UserError(
+        f"--resume: checkpoint {step} in {self.path} cannot be restored "
+        f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})"
+      ) from None
     return restored["state"], restored["meta"]
 
   def resume(self, abstract_state: Any) -> Any:
@@ -121,6 +131,7 @@ class RunDir:
 
   def _write_rows(self, rows: list[dict], fields: list[str]) -> None:
     import io
+
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\r\n")
     writer.writeheader()
@@ -132,12 +143,21 @@ class RunDir:
     self.manager.close()
 
 
-def plot_curve(curve_file: Path, out_png: Path, columns: Sequence[str], title: str,
-               ylabel: str, xlabel: str = "step", log_y: bool = False) -> None:
+def plot_curve(
+  curve_file: Path,
+  out_png: Path,
+  columns: Sequence[str],
+  title: str,
+  ylabel: str,
+  xlabel: str = "step",
+  log_y: bool = False,
+) -> None:
   """One line per column of `curve_file` against its `step` column."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   with open(curve_file) as f:
     rows = list(csv.DictReader(f))
   fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
@@ -158,10 +178,21 @@ def plot_curve(curve_file: Path, out_png: Path, columns: Sequence[str], title: s
   plt.close(fig)
 
 
-def drive(run: RunDir, updates: Iterator[tuple[Any, int, dict]], state: Any, *, end: int, log_every: int,
-          checkpoint_every: int, save: Callable[[Any, int, float], None], desc: str, progress: bool = True,
-          postfix: Sequence[str] = (), finite: Sequence[str] = (),
-          every: Sequence[tuple[int, Callable[[Any, int], None]]] = ()) -> tuple[Any, int]:
+def drive(
+  run: RunDir,
+  updates: Iterator[tuple[Any, int, dict]],
+  state: Any,
+  *,
+  end: int,
+  log_every: int,
+  checkpoint_every: int,
+  save: Callable[[Any, int, float], None],
+  desc: str,
+  progress: bool = True,
+  postfix: Sequence[str] = (),
+  finite: Sequence[str] = (),
+  every: Sequence[tuple[int, Callable[[Any, int], None]]] = (),
+) -> tuple[Any, int]:
   """Runs a trainer's `(state, step, metrics)` iterator from `state` (at `state.step`) towards step `end`.
 
   A curve row (step, wall time, steps/s, metrics) is logged and `save(state, step, wall_time)`
@@ -185,10 +216,15 @@ def drive(run: RunDir, updates: Iterator[tuple[Any, int, dict]], state: Any, *, 
       bad = [k for k in finite if not np.isfinite(metrics[k])]
       if bad:
         terms = [k for k in metrics if k not in finite and not np.isfinite(metrics[k])] or bad
-        kept = (f"the last good checkpoint (step {last_saved}) is kept" if last_saved is not None
-                else "no checkpoint was saved yet")
-        raise UserError(f"the loss became non-finite at step {new_step} (term {terms[0]}); {kept} in {run.path}; "
-                        "lower lr or check the dataset")
+        kept = (
+          f"the last good checkpoint (step {last_saved}) is kept"
+          if last_saved is not None
+          else "no checkpoint was saved yet"
+        )
+        raise UserError(
+          f"the loss became non-finite at step {new_step} (term {terms[0]}); {kept} in {run.path}; "
+          "lower lr or check the dataset"
+        )
       bar.update(new_step - step)
       state, step = new_state, new_step
       steps_per_s = (step - rate_start) / max(time.perf_counter() - rate_t0, 1e-9)

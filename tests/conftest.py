@@ -1,10 +1,9 @@
 # jaxprobe sets its XLA:CPU flags on import, which must happen before JAX's backend starts
 # (jaxprobe/__init__.py): import it before any test module runs a computation.
-import jaxprobe  # noqa: F401
-
 import jax
 import pytest
 
+import jaxprobe  # noqa: F401
 from jaxprobe.agents import Agent, AgentSpec, save_agent
 from jaxprobe.agents.checkpoint import load_agent
 

@@ -1,4 +1,5 @@
 """Agent trainers: replay exactness, GAE, losses that go down, both PPO loops, resume, bad configs."""
+
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -73,8 +74,15 @@ def test_gae_against_numpy():
   rewards, values = rng.normal(size=(T, N)), rng.normal(size=(T, N))
   dones = rng.random((T, N)) < 0.3
   last_value, last_done = rng.normal(size=N), rng.random(N) < 0.5
-  adv, ret = ppo.gae(jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(dones), jnp.asarray(last_value),
-                     jnp.asarray(last_done), gamma=0.9, lam=0.8)
+  adv, ret = ppo.gae(
+    jnp.asarray(rewards),
+    jnp.asarray(values),
+    jnp.asarray(dones),
+    jnp.asarray(last_value),
+    jnp.asarray(last_done),
+    gamma=0.9,
+    lam=0.8,
+  )
   want = np.zeros((T, N))
   running = np.zeros(N)
   for t in reversed(range(T)):
@@ -89,9 +97,13 @@ def test_gae_against_numpy():
 
 def fixed_ppo_batch(n=32):
   rng = np.random.default_rng(0)
-  return ppo.Batch(rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8), rng.integers(0, 6, n).astype(np.int32),
-                   np.full(n, np.log(1 / 6), np.float32), rng.normal(size=n).astype(np.float32),
-                   rng.normal(size=n).astype(np.float32))
+  return ppo.Batch(
+    rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8),
+    rng.integers(0, 6, n).astype(np.int32),
+    np.full(n, np.log(1 / 6), np.float32),
+    rng.normal(size=n).astype(np.float32),
+    rng.normal(size=n).astype(np.float32),
+  )
 
 
 def test_ppo_loss_goes_down_on_a_fixed_batch_and_both_loops_agree():
@@ -109,8 +121,11 @@ def test_ppo_loss_goes_down_on_a_fixed_batch_and_both_loops_agree():
       s, _ = update(s, batch)
     results[loop] = s
   assert loss(results["python"]) < 0.8 * loss(state)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                         results["python"].params, results["scan"].params)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+    results["python"].params,
+    results["scan"].params,
+  )
 
 
 def test_dqn_loss_goes_down_on_a_fixed_batch():
@@ -120,8 +135,13 @@ def test_dqn_loss_goes_down_on_a_fixed_batch():
   state = dqn.init_state(spec, config, optimizer)
   rng = np.random.default_rng(0)
   obs = rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8)
-  batch = dqn.Transitions(obs, rng.integers(0, 6, 32).astype(np.int32), rng.normal(size=32).astype(np.float32),
-                          obs[::-1], np.full(32, 0.99, np.float32))
+  batch = dqn.Transitions(
+    obs,
+    rng.integers(0, 6, 32).astype(np.int32),
+    rng.normal(size=32).astype(np.float32),
+    obs[::-1],
+    np.full(32, 0.99, np.float32),
+  )
   update = dqn.make_update(spec, optimizer)
   before = float(dqn.double_dqn_loss(state.params, state.target_params, spec, batch)[0])
   for _ in range(20):
@@ -138,13 +158,38 @@ def files_digest(folder: Path) -> str:
   return h.hexdigest()
 
 
-@pytest.mark.parametrize("algorithm, config", [
-    ("ppo", ppo.PPOConfig(env_id="Pong-v5", total_steps=512, num_envs=4, num_steps=64, num_minibatches=2,
-                          update_epochs=2, checkpoint_every=256, log_every=256)),
-    ("dqn", dqn.DQNConfig(env_id="Breakout-v5", total_steps=600, num_envs=4, buffer_size=800,
-                          learning_starts=200, target_update_every=200, epsilon_decay_steps=400,
-                          checkpoint_every=300, log_every=100)),
-])
+@pytest.mark.parametrize(
+  "algorithm, config",
+  [
+    (
+      "ppo",
+      ppo.PPOConfig(
+        env_id="Pong-v5",
+        total_steps=512,
+        num_envs=4,
+        num_steps=64,
+        num_minibatches=2,
+        update_epochs=2,
+        checkpoint_every=256,
+        log_every=256,
+      ),
+    ),
+    (
+      "dqn",
+      dqn.DQNConfig(
+        env_id="Breakout-v5",
+        total_steps=600,
+        num_envs=4,
+        buffer_size=800,
+        learning_starts=200,
+        target_update_every=200,
+        epsilon_decay_steps=400,
+        checkpoint_every=300,
+        log_every=100,
+      ),
+    ),
+  ],
+)
 def test_tiny_run_then_resume_continues_from_the_saved_step(tmp_path, algorithm, config):
   module = ppo if algorithm == "ppo" else dqn
   out = tmp_path / "run"
@@ -155,8 +200,9 @@ def test_tiny_run_then_resume_continues_from_the_saved_step(tmp_path, algorithm,
   # The checkpoint holds exactly the params of the saved agent, and a resume starts from its step.
   run = RunDir(out, algorithm, config, resume=True)
   spec = module.agent_spec(config, saved.spec.num_actions)
-  template = module.init_state(spec, config, module.make_optimizer(config, 1) if algorithm == "ppo"
-                               else module.make_optimizer(config))
+  template = module.init_state(
+    spec, config, module.make_optimizer(config, 1) if algorithm == "ppo" else module.make_optimizer(config)
+  )
   restored, meta = run.restore(template)
   run.close()
   assert int(restored.step) == config.total_steps == meta["step"]
@@ -183,25 +229,52 @@ def write_config(path, text):
 
 
 def test_train_agent_bad_inputs_leave_runs_untouched(tmp_path, capsys):
-  good = write_config(tmp_path / "good.yaml", "algorithm: ppo\nenv_id: Pong-v5\ntotal_steps: 256\nnum_envs: 2\n"
-                                              "num_steps: 64\nnum_minibatches: 2\nupdate_epochs: 1\n"
-                                              "checkpoint_every: 128\nlog_every: 128\n")
+  good = write_config(
+    tmp_path / "good.yaml",
+    "algorithm: ppo\nenv_id: Pong-v5\ntotal_steps: 256\nnum_envs: 2\n"
+    "num_steps: 64\nnum_minibatches: 2\nupdate_epochs: 1\n"
+    "checkpoint_every: 128\nlog_every: 128\n",
+  )
   out = tmp_path / "run"
   assert main(["train-agent", "--config", good, "--out", str(out), "--quiet"]) == 0
   before = files_digest(out)
   cases = [
-      (["--config", write_config(tmp_path / "a.yaml", "algorithm: a3c\n"), "--out", str(tmp_path / "x")],
-       "'algorithm' must be one of ppo, dqn, got 'a3c'"),
-      (["--config", write_config(tmp_path / "b.yaml", "algorithm: ppo\nlearning_rate: 0.1\n"), "--out", str(tmp_path / "x")],
-       "unknown config field 'learning_rate'"),
-      (["--config", write_config(tmp_path / "c.yaml", "algorithm: dqn\nbatch_size: big\n"), "--out", str(tmp_path / "x")],
-       "'batch_size' must be an integer"),
-      (["--config", good, "--out", str(out), "num_envs=3", "--resume"], "different config (num_envs: 2 there, 3 now)"),
-      (["--config", write_config(tmp_path / "d.yaml", "algorithm: dqn\nenv_id: Pong-v5\n"), "--out", str(out), "--resume"],
-       "different config (algorithm: 'ppo' there, 'dqn' now)"),
-      (["--config", good, "--out", str(out)], "already holds a run; pass --resume"),
-      (["--config", good, "--out", str(tmp_path / "empty"), "--resume"], "holds no run"),
-      (["--config", good, "--out", str(out), "env_id=Pongg-v5"], "unknown env id 'Pongg-v5'"),
+    (
+      ["--config", write_config(tmp_path / "a.yaml", "algorithm: a3c\n"), "--out", str(tmp_path / "x")],
+      "'algorithm' must be one of ppo, dqn, got 'a3c'",
+    ),
+    (
+      [
+        "--config",
+        write_config(tmp_path / "b.yaml", "algorithm: ppo\nlearning_rate: 0.1\n"),
+        "--out",
+        str(tmp_path / "x"),
+      ],
+      "unknown config field 'learning_rate'",
+    ),
+    (
+      [
+        "--config",
+        write_config(tmp_path / "c.yaml", "algorithm: dqn\nbatch_size: big\n"),
+        "--out",
+        str(tmp_path / "x"),
+      ],
+      "'batch_size' must be an integer",
+    ),
+    (["--config", good, "--out", str(out), "num_envs=3", "--resume"], "different config (num_envs: 2 there, 3 now)"),
+    (
+      [
+        "--config",
+        write_config(tmp_path / "d.yaml", "algorithm: dqn\nenv_id: Pong-v5\n"),
+        "--out",
+        str(out),
+        "--resume",
+      ],
+      "different config (algorithm: 'ppo' there, 'dqn' now)",
+    ),
+    (["--config", good, "--out", str(out)], "already holds a run; pass --resume"),
+    (["--config", good, "--out", str(tmp_path / "empty"), "--resume"], "holds no run"),
+    (["--config", good, "--out", str(out), "env_id=Pongg-v5"], "unknown env id 'Pongg-v5'"),
   ]
   for args, message in cases:
     code = main(["train-agent", "--quiet", *args])
@@ -212,9 +285,25 @@ def test_train_agent_bad_inputs_leave_runs_untouched(tmp_path, capsys):
 
 def test_evaluate_agent_scores_whole_games(tmp_path, capsys):
   agent = str(Path(__file__).resolve().parents[1] / "jaxprobe" / "assets" / "agents" / "pong")
-  assert main(["evaluate-agent", "--agent", agent, "--episodes", "2", "--gif", str(tmp_path / "g.gif"),
-               "--json", str(tmp_path / "s.json"), "--quiet"]) == 0
+  assert (
+    main(
+      [
+        "evaluate-agent",
+        "--agent",
+        agent,
+        "--episodes",
+        "2",
+        "--gif",
+        str(tmp_path / "g.gif"),
+        "--json",
+        str(tmp_path / "s.json"),
+        "--quiet",
+      ]
+    )
+    == 0
+  )
   import json
+
   result = json.loads((tmp_path / "s.json").read_text())
   # A whole Pong game ends when one side reaches 21; the shipped agent wins (random play: -20.7).
   assert result["episodes"] == 2 and 0 < result["min"] <= result["max"] <= 21

@@ -1,4 +1,5 @@
 """Agent networks, the agent interface, checkpoints and CleanRL import."""
+
 import argparse
 import json
 
@@ -15,6 +16,7 @@ from jaxprobe.errors import UserError
 
 class CleanRLQNetwork(nn.Module):
   """CleanRL's dqn_atari_jax.py network, as its file defines it (for writing real CleanRL files)."""
+
   action_dim: int
 
   @nn.compact
@@ -88,8 +90,7 @@ def test_save_and_load_roundtrip(tmp_path):
   # Saving again over it replaces it whole.
   other = Agent(spec, spec.init(jax.random.key(1)))
   save_agent(tmp_path / "a", other)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, load_agent(tmp_path / "a").params,
-                         jax.device_get(other.params))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, load_agent(tmp_path / "a").params, jax.device_get(other.params))
   assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no temporary folders left
 
 
@@ -100,8 +101,9 @@ def test_dqn_cleanrl_file_loads(tmp_path):
   path.write_bytes(flax.serialization.to_bytes(params))  # what CleanRL writes
   agent = load_agent(path)
   assert agent.spec == AgentSpec("q", 6, "Pong-v5")
-  np.testing.assert_allclose(agent.spec.apply(agent.params, OBS)["q"],
-                             CleanRLQNetwork(6).apply(params, OBS), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    agent.spec.apply(agent.params, OBS)["q"], CleanRLQNetwork(6).apply(params, OBS), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_ppo_cleanrl_file_loads(tmp_path):
@@ -133,8 +135,11 @@ def test_wrong_shape_names_parameter_and_shapes(tmp_path):
   params["params"]["Conv_1"]["kernel"] = np.zeros((4, 4, 32, 32), np.float32)
   path = tmp_path / "Pong-v5-dqn.cleanrl_model"
   path.write_bytes(flax.serialization.to_bytes(params))
-  with pytest.raises(UserError, match=r"params/Conv_1/kernel has shape \(4, 4, 32, 32\) in the checkpoint, "
-                                      r"the network expects \(4, 4, 32, 64\)"):
+  with pytest.raises(
+    UserError,
+    match=r"params/Conv_1/kernel has shape \(4, 4, 32, 32\) in the checkpoint, "
+    r"the network expects \(4, 4, 32, 64\)",
+  ):
     load_agent(path)
 
 

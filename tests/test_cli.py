@@ -1,8 +1,8 @@
 """The command line: the saliency job end to end, help texts, and one-line errors for bad input."""
+
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -10,11 +10,27 @@ from PIL import Image
 from jaxprobe.cli import main
 
 
-
 def test_saliency_writes_frames_grid_and_json(tmp_path, pong_q_agent_path):
   out = tmp_path / "sal"
-  assert main(["saliency", "--agent", str(pong_q_agent_path), "--frames", "5", "--warmup", "10", "--every", "2",
-               "--out", str(out), "--quiet"]) == 0
+  assert (
+    main(
+      [
+        "saliency",
+        "--agent",
+        str(pong_q_agent_path),
+        "--frames",
+        "5",
+        "--warmup",
+        "10",
+        "--every",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+      ]
+    )
+    == 0
+  )
   summary = json.loads((out / "saliency.json").read_text())
   assert len(summary["frames"]) == 5 and summary["env_id"] == "Pong-v5"
   assert [f["step"] for f in summary["frames"]] == [10, 12, 14, 16, 18]
@@ -31,8 +47,19 @@ def run_cli(*args):
 def test_help_explains_every_option():
   result = run_cli("saliency", "--help")
   assert result.returncode == 0
-  for flag in ("--agent", "--env", "--method", "--frames", "--out", "--output", "--warmup", "--every",
-               "--epsilon", "--seed", "--quiet"):
+  for flag in (
+    "--agent",
+    "--env",
+    "--method",
+    "--frames",
+    "--out",
+    "--output",
+    "--warmup",
+    "--every",
+    "--epsilon",
+    "--seed",
+    "--quiet",
+  ):
     assert flag in result.stdout
   assert "saliency" in run_cli("--help").stdout
 
@@ -44,7 +71,9 @@ def test_user_error_is_one_line_and_exit_2(tmp_path):
   assert "no agent checkpoint" in result.stderr
 
 
-@pytest.mark.parametrize("make_args, message", [
+@pytest.mark.parametrize(
+  "make_args, message",
+  [
     (lambda t, a: ["--agent", str(t / "x.cleanrl_model")], "not a readable CleanRL checkpoint"),
     (lambda t, a: ["--agent", str(a), "--env", "Pongg-v5"], "unknown env id 'Pongg-v5'; did you mean Pong-v5"),
     (lambda t, a: ["--agent", str(a), "--env", "Seaquest-v5"], "the agent has 6 actions but Seaquest-v5 has 18"),
@@ -52,7 +81,8 @@ def test_user_error_is_one_line_and_exit_2(tmp_path):
     (lambda t, a: ["--agent", str(a), "--output", "value"], "has outputs q, not 'value'"),
     (lambda t, a: ["--agent", str(a), "--frames", "0"], "--frames must be positive"),
     (lambda t, a: ["--agent", str(a), "--out", str(t / "file.txt")], "is a file"),
-])
+  ],
+)
 def test_bad_inputs(tmp_path, capsys, pong_q_agent_path, make_args, message):
   (tmp_path / "x.cleanrl_model").write_bytes(b"\x93garbage")
   (tmp_path / "file.txt").write_text("keep me")

@@ -1,6 +1,7 @@
 """Nothing a user typed before breaks: every subcommand's options as captured before the
 command line was rebuilt from the configs (tests/data/cli_options.json), each parsed with the
 same meaning, and the FIELD=VALUE override form of the trainers."""
+
 import json
 from pathlib import Path
 
@@ -61,9 +62,11 @@ def test_defaults_are_unchanged(command):
 
 def test_trainer_overrides_keep_their_form(tmp_path):
   from jaxprobe.commands.train_agent import load_training_config
+
   config = tmp_path / "ppo.yaml"
   config.write_text("algorithm: ppo\nenv_id: Pong-v5\n")
-  args = build_parser().parse_args(["train-agent", "--config", str(config), "--out", "o", "lr=1e-4",
-                                    "total_steps=2048"])
+  args = build_parser().parse_args(
+    ["train-agent", "--config", str(config), "--out", "o", "lr=1e-4", "total_steps=2048"]
+  )
   algorithm, cfg = load_training_config(args.config, args.overrides)
   assert algorithm == "ppo" and cfg.lr == 1e-4 and cfg.total_steps == 2048

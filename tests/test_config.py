@@ -1,4 +1,5 @@
 """Configs: YAML fills frozen dataclasses; unknown fields and wrong types are user errors."""
+
 import dataclasses
 from typing import Literal
 
@@ -33,7 +34,9 @@ def test_yaml_then_overrides(tmp_path):
     cfg.lr = 1.0
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(
+  "text, message",
+  [
     ("lrr: 1.0\n", "unknown config field 'lrr'"),
     ("env:\n  num_env: 2\n", "unknown config field 'env.num_env'"),
     ("lr: fast\n", "'lr' must be a number"),
@@ -42,7 +45,8 @@ def test_yaml_then_overrides(tmp_path):
     ("anneal: 1\n", "'anneal' must be a bool"),
     ("- 1\n- 2\n", "must hold a mapping"),
     ("lr: [1\n", "not valid YAML"),
-])
+  ],
+)
 def test_bad_configs_name_the_field(tmp_path, text, message):
   path = tmp_path / "c.yaml"
   path.write_text(text)

@@ -1,4 +1,5 @@
 """The fast convolutions equal XLA's own: forward, weight and input gradients, every layer shape."""
+
 import functools
 
 import flax.linen as nn
@@ -67,7 +68,9 @@ def layer_pair(name, impl="fast"):
 STRIDED = [name for name, layer in CONV_LAYERS.items() if layer[4] > 1]
 
 
-@pytest.mark.parametrize("name,impl", [(n, "fast") for n in [*CONV_LAYERS, *UP_LAYERS]] + [(n, "hybrid") for n in STRIDED])
+@pytest.mark.parametrize(
+  "name,impl", [(n, "fast") for n in [*CONV_LAYERS, *UP_LAYERS]] + [(n, "hybrid") for n in STRIDED]
+)
 def test_layer_matches_xla(name, impl):
   ref, ours, (size, cin) = layer_pair(name, impl)
   x = random((2, size, size, cin))
@@ -96,7 +99,9 @@ def test_batch_chunks_and_remainder(monkeypatch):
 
 
 @pytest.mark.parametrize("impl", ["fast", "xla"])
-@pytest.mark.parametrize("size,k,s,pad", [(7, 4, 2, "VALID"), (6, 3, 2, "SAME"), (6, 5, 3, ((1, 2), (0, 3))), (5, 3, 1, "SAME")])
+@pytest.mark.parametrize(
+  "size,k,s,pad", [(7, 4, 2, "VALID"), (6, 3, 2, "SAME"), (6, 5, 3, ((1, 2), (0, 3))), (5, 3, 1, "SAME")]
+)
 def test_conv_transpose_matches_lax(size, k, s, pad, impl):
   x, w = random((2, size, size + 1, 3)), random((k, k, 3, 4), seed=1)
   ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_transpose(x, w, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))))
@@ -145,8 +150,9 @@ def test_output_window_from_an_input_window(layout, impl):
 
 @pytest.mark.parametrize("conv", [fast.fast_conv_general_dilated, fast.hybrid_conv_general_dilated])
 @pytest.mark.parametrize("cin", [3, 32])  # hybrid: space-to-depth below 32 input channels, per phase from 32
-@pytest.mark.parametrize("size,k,s,pad", [(13, 5, 3, "SAME"), (11, 3, 2, ((2, 0), (1, 3))), (10, 4, 3, "VALID"),
-                                          (9, 2, 1, "VALID")])
+@pytest.mark.parametrize(
+  "size,k,s,pad", [(13, 5, 3, "SAME"), (11, 3, 2, ((2, 0), (1, 3))), (10, 4, 3, "VALID"), (9, 2, 1, "VALID")]
+)
 def test_odd_strides_and_paddings_match_lax(size, k, s, pad, cin, conv):
   x, w = random((2, size, size, cin)), random((k, k, cin, 4), seed=1)
   dn = ("NHWC", "HWIO", "NHWC")
@@ -211,8 +217,10 @@ def test_agent_parameter_trees_match_nn_conv(make):
 @pytest.mark.parametrize("upsample", ["transpose", "subpixel"])
 def test_generator_parameter_trees_match_xla(upsample):
   x = jnp.zeros((1, 84, 84, 12))
-  trees = [jax.eval_shape(Generator(upsample=upsample, conv_impl=impl).init, jax.random.PRNGKey(0), x)
-           for impl in ("xla", "fast")]
+  trees = [
+    jax.eval_shape(Generator(upsample=upsample, conv_impl=impl).init, jax.random.PRNGKey(0), x)
+    for impl in ("xla", "fast")
+  ]
   assert trees[0] == trees[1]
 
 

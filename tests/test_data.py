@@ -1,4 +1,5 @@
 """Collection, the dataset format and the loader."""
+
 import json
 from pathlib import Path
 
@@ -10,9 +11,9 @@ from jaxprobe import saliency
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.cli import main
 from jaxprobe.collection import dataset as ds
-from jaxprobe.collection.recorder import collect
 from jaxprobe.collection.dataset import open_dataset
 from jaxprobe.collection.loader import batches
+from jaxprobe.collection.recorder import collect
 from jaxprobe.envs import make_atari
 from jaxprobe.errors import UserError
 
@@ -100,14 +101,18 @@ def test_killed_collection_resumes_to_a_valid_dataset(agent, tmp_path, monkeypat
 def test_loader_batches_are_seeded_and_resumable(greedy_dataset):
   first = [b["actions"] for b, _ in zip(batches(greedy_dataset, 32, seed=3, names=("actions", "gray")), range(8))]
   again = [b["actions"] for b, _ in zip(batches(greedy_dataset, 32, seed=3, names=("actions",)), range(8))]
-  later = [b["actions"] for b, _ in zip(batches(greedy_dataset, 32, seed=3, names=("actions",), start_batch=5), range(3))]
+  later = [
+    b["actions"] for b, _ in zip(batches(greedy_dataset, 32, seed=3, names=("actions",), start_batch=5), range(3))
+  ]
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(first[5:], later):
     np.testing.assert_array_equal(a, b)
   assert isinstance(first[0], jax.Array) and first[0].shape == (32,)
   epoch = np.concatenate([np.asarray(x) for x in first[:6]])  # 192 rows / 32 = 6 batches per epoch
-  assert sorted(np.bincount(epoch, minlength=6).tolist()) == sorted(np.bincount(greedy_dataset["actions"], minlength=6).tolist())
+  assert sorted(np.bincount(epoch, minlength=6).tolist()) == sorted(
+    np.bincount(greedy_dataset["actions"], minlength=6).tolist()
+  )
 
 
 def damage(path: Path, how: str) -> None:
@@ -126,10 +131,15 @@ def damage(path: Path, how: str) -> None:
     (path / "manifest.json").write_text(json.dumps(m))
 
 
-@pytest.mark.parametrize("how, message", [
-    ("missing_array", "missing mask.npy"), ("truncated_array", "colour.npy is truncated"),
-    ("checksum", "actions.npy does not match its checksum"), ("newer_format", "format version 99"),
-])
+@pytest.mark.parametrize(
+  "how, message",
+  [
+    ("missing_array", "missing mask.npy"),
+    ("truncated_array", "colour.npy is truncated"),
+    ("checksum", "actions.npy does not match its checksum"),
+    ("newer_format", "format version 99"),
+  ],
+)
 def test_damaged_datasets_are_one_line_errors(agent, tmp_path, capsys, how, message):
   out = tmp_path / "d"
   collect(agent, out, 40, num_envs=2, chunk_steps=20, progress=False)
@@ -145,10 +155,12 @@ def test_collect_bad_arguments(tmp_path, capsys, pong_q_agent_path):
   existing = tmp_path / "exists"
   existing.mkdir()
   (existing / "keep").write_text("x")
-  cases = [(["--frames", "0", "--out", str(tmp_path / "a")], "--frames must be positive"),
-           (["--env", "Seaquest-v5", "--out", str(tmp_path / "b")], "the agent has 6 actions but Seaquest-v5 has 18"),
-           (["--out", str(existing)], "already exists"),
-           (["--env", "Pongg-v5", "--out", str(tmp_path / "c")], "unknown env id")]
+  cases = [
+    (["--frames", "0", "--out", str(tmp_path / "a")], "--frames must be positive"),
+    (["--env", "Seaquest-v5", "--out", str(tmp_path / "b")], "the agent has 6 actions but Seaquest-v5 has 18"),
+    (["--out", str(existing)], "already exists"),
+    (["--env", "Pongg-v5", "--out", str(tmp_path / "c")], "unknown env id"),
+  ]
   for args, message in cases:
     assert main(["collect", "--agent", str(pong_q_agent_path), "--quiet", *args]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The envpool factory: the agent's view, the colour view, and unknown ids."""
+
 import numpy as np
 import pytest
 
@@ -35,6 +36,7 @@ def test_machines_without_the_emulator_load_agents_and_search(pong_q_agent_path)
   import subprocess
   import sys
   import textwrap
+
   script = textwrap.dedent(f"""
       import sys
       sys.modules["envpool"] = None  # makes `import envpool` fail, as on a machine without it

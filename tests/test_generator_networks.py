@@ -1,4 +1,5 @@
 """The generator network: shapes, ranges, batch statistics, sampling and the agent's view."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,8 +44,10 @@ def test_encoder_and_decoder_layout(model):
 
 def test_upsample_layouts():
   x = jnp.zeros((1, 84, 84, 12))
-  shapes = {u: jax.eval_shape(Generator(upsample=u).init, jax.random.PRNGKey(0), x)["params"]["dec_ups_3"]["kernel"].shape
-            for u in ("transpose", "subpixel")}
+  shapes = {
+    u: jax.eval_shape(Generator(upsample=u).init, jax.random.PRNGKey(0), x)["params"]["dec_ups_3"]["kernel"].shape
+    for u in ("transpose", "subpixel")
+  }
   assert shapes == {"transpose": (4, 4, 32, 12), "subpixel": (3, 3, 32, 48)}
   with pytest.raises(ValueError):
     Generator(upsample="nearest").init(jax.random.PRNGKey(0), x)
@@ -52,8 +55,9 @@ def test_upsample_layouts():
 
 def test_training_updates_batch_stats_and_samples(model, colour):
   gen, variables = model
-  out, updates = gen.apply(variables, colour, train=True, rngs={"latent": jax.random.PRNGKey(1)},
-                           mutable=["batch_stats"])
+  out, updates = gen.apply(
+    variables, colour, train=True, rngs={"latent": jax.random.PRNGKey(1)}, mutable=["batch_stats"]
+  )
   assert not jnp.allclose(out["z"], out["mean"])
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), updates["batch_stats"], variables["batch_stats"])
   assert all(jax.tree.leaves(changed))
@@ -85,7 +89,9 @@ def full_decode(params, batch_stats, z, upsample, train):
     if upsample == "transpose":
       x = lax.conv_transpose(x, p["kernel"], (2, 2), "SAME", dimension_numbers=dn, precision="highest") + p["bias"]
     else:
-      y = lax.conv_general_dilated(x, p["kernel"], (1, 1), "SAME", dimension_numbers=dn, precision="highest") + p["bias"]
+      y = (
+        lax.conv_general_dilated(x, p["kernel"], (1, 1), "SAME", dimension_numbers=dn, precision="highest") + p["bias"]
+      )
       n, h, w, c = y.shape
       x = y.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c // 4)
     if i < 3:
@@ -103,8 +109,9 @@ def test_decoder_computes_only_the_crop_but_equals_the_whole_decoder(model, trai
   gen, variables = model
   stats = jax.tree.map(lambda s: s + 0.5, variables["batch_stats"])  # not the init's 0 / 1
   z = jnp.asarray(np.random.RandomState(2).standard_normal((N, 100)), jnp.float32)
-  decode = lambda p, z: gen.apply({"params": p, "batch_stats": stats}, z, train, method=gen.decode,
-                                  mutable=["batch_stats"] if train else False)
+  decode = lambda p, z: gen.apply(
+    {"params": p, "batch_stats": stats}, z, train, method=gen.decode, mutable=["batch_stats"] if train else False
+  )
   ours = decode(variables["params"], z)
   ours = ours[0] if train else ours
   expected = full_decode(variables["params"], stats, z, gen.upsample, train)
@@ -113,7 +120,8 @@ def test_decoder_computes_only_the_crop_but_equals_the_whole_decoder(model, trai
   out = lambda p, z: decode(p, z)[0] if train else decode(p, z)
   grads = jax.grad(lambda p, z: jnp.sum(out(p, z) * probe), (0, 1))(variables["params"], z)
   expected_grads = jax.grad(lambda p, z: jnp.sum(full_decode(p, stats, z, gen.upsample, train) * probe), (0, 1))(
-      variables["params"], z)
+    variables["params"], z
+  )
   before_norm = {f"['dec_ups_{i}']['bias']" for i in range(3)} if train else set()
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(expected_grads)):
     name = jax.tree_util.keystr(path[1:])
@@ -123,7 +131,8 @@ def test_decoder_computes_only_the_crop_but_equals_the_whole_decoder(model, trai
 
 def test_to_agent_view_is_the_weighted_sum():
   x = jnp.asarray(np.random.RandomState(1).rand(3, 84, 84, 12), jnp.float32)
-  expected = np.stack([255.0 * sum(w * np.asarray(x)[..., 3 * f + c] for c, w in enumerate(GRAY_WEIGHTS))
-                       for f in range(4)], axis=1)
+  expected = np.stack(
+    [255.0 * sum(w * np.asarray(x)[..., 3 * f + c] for c, w in enumerate(GRAY_WEIGHTS)) for f in range(4)], axis=1
+  )
   np.testing.assert_allclose(to_agent_view(x), expected, rtol=1e-5)
   assert float(to_agent_view(jnp.ones((1, 84, 84, 12))).min()) == pytest.approx(255.0, rel=1e-6)

@@ -1,5 +1,6 @@
 """Generator training: each loss term against its formula, the ablations, what gets gradients, resume,
 data parallelism and bad inputs."""
+
 import dataclasses
 import json
 import subprocess
@@ -11,20 +12,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_agent_training import files_digest
 
 from jaxprobe.agents import Agent, AgentSpec, save_agent
 from jaxprobe.cli import main
-from jaxprobe.collection.recorder import collect
 from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.recorder import collect
+from jaxprobe.commands.train_generator import train_generator as train
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
 from jaxprobe.generator import train as generator_train
-from jaxprobe.generator.spec import GeneratorBundle, load_generator, save_generator
-from jaxprobe.generator.reconstruction import fidelity
 from jaxprobe.generator.autoencoder import to_agent_view
-from jaxprobe.commands.train_generator import train_generator as train
+from jaxprobe.generator.reconstruction import fidelity
+from jaxprobe.generator.spec import GeneratorBundle, load_generator, save_generator
 from jaxprobe.generator.train import GeneratorConfig, generator_spec, init_state, make_loss, make_train_step
-from test_agent_training import files_digest
 
 
 class TinyAgent:  # the fields of an Agent that the loss reads
@@ -40,8 +41,11 @@ def batch(seed=0, n=4):
   rng = np.random.default_rng(seed)
   colour = rng.integers(0, 256, (n, 84, 84, 12), dtype=np.uint8)
   gray = rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)
-  return dict(colour=colour, mask=rng.random((n, 84, 84), dtype=np.float32),
-              q=np.asarray(AGENT.spec.apply(AGENT.params, gray)["q"]))
+  return dict(
+    colour=colour,
+    mask=rng.random((n, 84, 84), dtype=np.float32),
+    q=np.asarray(AGENT.spec.apply(AGENT.params, gray)["q"]),
+  )
 
 
 def network_and_state(config):
@@ -59,8 +63,9 @@ def test_loss_terms_equal_their_formulas():
   np.testing.assert_allclose(losses.perception(a, b), ((a - b) ** 2).sum(1), rtol=1e-5)
   mean, logvar = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
   var = np.exp(logvar)  # KL(N(m, v) || N(0, 1)) per dimension: (v + m^2 - 1 - log v) / 2
-  np.testing.assert_allclose(losses.kl_to_standard_normal(mean, logvar),
-                             0.5 * (var + mean**2 - 1 - logvar).sum(1), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.kl_to_standard_normal(mean, logvar), 0.5 * (var + mean**2 - 1 - logvar).sum(1), rtol=1e-5
+  )
 
 
 def test_vae_ablation_is_a_plain_vae_loss():
@@ -72,7 +77,8 @@ def test_vae_ablation_is_a_plain_vae_loss():
   # Independently: the same forward pass, then summed squared error + lambda * KL, batch mean.
   real = b["colour"].astype(np.float32) / 255.0
   out, _ = jax.jit(lambda v, x: network.apply(v, x, train=True, rngs={"latent": key}, mutable=["batch_stats"]))(
-      {"params": state.params, "batch_stats": state.batch_stats}, real)
+    {"params": state.params, "batch_stats": state.batch_stats}, real
+  )
   sse = ((real - np.asarray(out["colour"])) ** 2).reshape(len(real), -1).sum(1)
   mean, logvar = np.asarray(out["mean"], np.float64), np.asarray(out["logvar"], np.float64)
   kl = 0.5 * (np.exp(logvar) + mean**2 - 1 - logvar).sum(1)
@@ -89,8 +95,9 @@ def test_mask_and_agent_are_constants_for_the_generator():
   loss = make_loss(network, AGENT, CONFIG)
   b = {k: jnp.asarray(v, jnp.float32) if k != "colour" else v for k, v in batch().items()}
   g_mask, g_agent, g_target = jax.grad(
-      lambda m, p, q: loss(state.params, state.batch_stats, p, dict(b, mask=m, q=q), jax.random.key(0))[0],
-      argnums=(0, 1, 2))(b["mask"], AGENT.params, b["q"])
+    lambda m, p, q: loss(state.params, state.batch_stats, p, dict(b, mask=m, q=q), jax.random.key(0))[0],
+    argnums=(0, 1, 2),
+  )(b["mask"], AGENT.params, b["q"])
   for g in (g_mask, g_target, *jax.tree.leaves(g_agent)):
     assert not np.any(np.asarray(g)), "a constant of the generator's loss received a gradient"
   # ...while the mask does weight the loss, and the generator's params do get gradients.
@@ -115,8 +122,9 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(ablation):
 
 # --- `train` and `jaxprobe train-generator`: resume, data parallelism, bad inputs -------------------
 
-TINY_RUN = GeneratorConfig(latent_dim=8, widths=(4, 8, 8, 8), batch_size=4, total_steps=6, checkpoint_every=2,
-                           log_every=1, image_every=100)
+TINY_RUN = GeneratorConfig(
+  latent_dim=8, widths=(4, 8, 8, 8), batch_size=4, total_steps=6, checkpoint_every=2, log_every=1, image_every=100
+)
 TINY_YAML = "latent_dim: 8\nwidths: [4, 8, 8, 8]\nbatch_size: 4\ntotal_steps: 2\ncheckpoint_every: 1\nlog_every: 1\n"
 
 
@@ -192,8 +200,11 @@ def test_data_parallel_step_on_four_virtual_devices_equals_one_device(pong_q_age
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, pong_q_agent, tiny_dataset):
   config = dataclasses.replace(TINY_RUN, lr=1e12, checkpoint_every=1, total_steps=50)
-  with pytest.raises(UserError, match=r"the loss became non-finite at step (\d+) \(term (L_p|L_a|KL|loss)\); the last "
-                                      r"good checkpoint \(step \d+\) is kept"):
+  with pytest.raises(
+    UserError,
+    match=r"the loss became non-finite at step (\d+) \(term (L_p|L_a|KL|loss)\); the last "
+    r"good checkpoint \(step \d+\) is kept",
+  ):
     train(config, tiny_dataset, pong_q_agent, tmp_path / "nan", progress=False)
   kept = params_of(tmp_path / "nan")
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(kept))
@@ -210,10 +221,12 @@ def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_da
   capsys.readouterr()
   before = files_digest(run)
   cases = [
-      (["--agent", str(other_agent), "--out", str(tmp_path / "r2")], "was collected by another agent"),
-      (["--agent", str(pong_q_agent_path), "--out", str(run), "--resume", "latent_dim=16"],
-       "different config (latent_dim: 8 there, 16 now)"),
-      (["--agent", str(pong_q_agent_path), "--out", str(tmp_path / "r3"), "ablation=gan"], "ablation"),
+    (["--agent", str(other_agent), "--out", str(tmp_path / "r2")], "was collected by another agent"),
+    (
+      ["--agent", str(pong_q_agent_path), "--out", str(run), "--resume", "latent_dim=16"],
+      "different config (latent_dim: 8 there, 16 now)",
+    ),
+    (["--agent", str(pong_q_agent_path), "--out", str(tmp_path / "r3"), "ablation=gan"], "ablation"),
   ]
   for args, message in cases:
     assert main(base + args) == 2, args
@@ -230,8 +243,23 @@ def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pon
   meta = json.loads((tmp_path / "gen" / "generator.json").read_text())
   meta["image_shape"] = [64, 64, 12]
   (tmp_path / "gen" / "generator.json").write_text(json.dumps(meta))
-  assert main(["probe", "--agent", str(pong_q_agent_path), "--generator", str(tmp_path / "gen"), "--target", "T-",
-               "--out", str(tmp_path / "p"), "--quiet"]) == 2
+  assert (
+    main(
+      [
+        "probe",
+        "--agent",
+        str(pong_q_agent_path),
+        "--generator",
+        str(tmp_path / "gen"),
+        "--target",
+        "T-",
+        "--out",
+        str(tmp_path / "p"),
+        "--quiet",
+      ]
+    )
+    == 2
+  )
   err = capsys.readouterr().err
   assert "makes 64x64x12 images" in err and err.strip().count("\n") == 0, err
 
@@ -242,7 +270,9 @@ def test_fidelity_equals_a_direct_computation(pong_q_agent, tiny_dataset):
   got = fidelity(pong_q_agent, generator, tiny_dataset, num=40, batch=16)
   idx = np.sort(np.random.default_rng(0).choice(len(tiny_dataset), 40, replace=False))
   colour, gray = tiny_dataset["colour"][idx], tiny_dataset["gray"][idx]
-  recon = np.asarray(generator.spec.network().apply(generator.variables, colour / np.float32(255), train=False)["colour"])
+  recon = np.asarray(
+    generator.spec.network().apply(generator.variables, colour / np.float32(255), train=False)["colour"]
+  )
   view = np.asarray(to_agent_view(recon))
   real_q, recon_q = (np.asarray(pong_q_agent.spec.apply(pong_q_agent.params, v)["q"]) for v in (gray, view))
   error = ((recon - colour / 255.0) ** 2).mean(-1)

@@ -1,5 +1,6 @@
 """The package's layout stays true: stages import only earlier stages, infrastructure imports no
 stage, only the commands write files, and no two modules share a name."""
+
 import ast
 import re
 from pathlib import Path
@@ -49,8 +50,9 @@ def test_imports_run_down_the_pipeline(path):
     if mine in INFRASTRUCTURE:
       assert theirs in INFRASTRUCTURE, f"infrastructure module {path.name} imports {target}"
     elif mine in STAGES:
-      assert theirs in INFRASTRUCTURE or (theirs in STAGES and STAGES.index(theirs) <= STAGES.index(mine)), \
-          f"stage {mine} imports the later stage or command {target}"
+      assert theirs in INFRASTRUCTURE or (theirs in STAGES and STAGES.index(theirs) <= STAGES.index(mine)), (
+        f"stage {mine} imports the later stage or command {target}"
+      )
     elif mine == "commands":
       assert theirs != "cli", f"{path.name} imports the CLI"
 

@@ -1,4 +1,5 @@
 """jaxprobe.norm.BatchNorm is nn.BatchNorm: same variables, outputs, statistics and gradients."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,8 +16,9 @@ def random(shape, seed=0, scale=1.0, shift=0.0):
 @pytest.mark.parametrize("shape", [(2, 5, 3, 7), (4, 8, 8, 32), (3, 11)])
 def test_channel_sums(shape):
   x = random(shape)
-  np.testing.assert_allclose(channel_sums(x), np.asarray(x, np.float64).reshape(-1, shape[-1]).sum(0), rtol=1e-5,
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    channel_sums(x), np.asarray(x, np.float64).reshape(-1, shape[-1]).sum(0), rtol=1e-5, atol=1e-4
+  )
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -25,8 +27,7 @@ def test_batch_norm_matches_flax(train):
   ref, ours = nn.BatchNorm(momentum=0.9, epsilon=1e-5), BatchNorm(momentum=0.9, epsilon=1e-5)
   variables = ref.init(jax.random.PRNGKey(0), x, use_running_average=False)
   # Same variables at init (names, shapes, values), so checkpoints move between the two.
-  jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.PRNGKey(0), x, use_running_average=False),
-               variables)
+  jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.PRNGKey(0), x, use_running_average=False), variables)
   # Perturbed variables, so no statistic or parameter is at its initial value.
   leaves, tree = jax.tree.flatten(variables)
   variables = jax.tree.unflatten(tree, [v + 0.3 * jnp.abs(random(v.shape, seed=i + 1)) for i, v in enumerate(leaves)])

@@ -1,4 +1,5 @@
 """The probe: energies go down for every target, determinism, sharding, user targets, bad inputs."""
+
 import dataclasses
 import json
 import subprocess
@@ -43,15 +44,17 @@ def test_every_target_goes_down(agent, generator, space):
   names = ["T+", "T-", "T+-", "S+", "S-", "S+-", "action:1", "not-action:2"]
   results = probe(agent, generator, names, dataclasses.replace(CONFIG, space=space), progress=False)
   for r in results:
-    assert r.curve[-1] < r.curve[0], r.target            # the trajectory itself improves on average
+    assert r.curve[-1] < r.curve[0], r.target  # the trajectory itself improves on average
     assert r.energy_end.mean() < r.energy_start.mean(), r.target
     assert r.gray.shape == (6, 4, 84, 84) and r.gray.dtype == np.uint8
     assert r.colour.shape == (6, 84, 84, 12) and r.greedy.shape == (6,)
 
 
 def test_same_seed_same_states_and_python_equals_scan(agent, generator):
-  a, b = (probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, loop=loop), progress=False)[0]
-          for loop in ("python", "scan"))
+  a, b = (
+    probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, loop=loop), progress=False)[0]
+    for loop in ("python", "scan")
+  )
   np.testing.assert_allclose(a.variables, b.variables, rtol=1e-4, atol=1e-5)
   again = probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, loop="python"), progress=False)[0]
   np.testing.assert_array_equal(a.variables, again.variables)
@@ -71,14 +74,31 @@ def test_bad_inputs(agent, generator):
       probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, **{field: 0}), progress=False)
 
 
-def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, monkeypatch, capsys,
-                                                  pong_q_agent_path):
+def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, monkeypatch, capsys, pong_q_agent_path):
   save_generator(tmp_path / "gen", generator)
   (tmp_path / "my_energy.py").write_text("def right_paddle_low(out):\n  return out['q'][3] - out['q'][2]\n")
   monkeypatch.syspath_prepend(str(tmp_path))
   out = tmp_path / "run"
-  code = main(["probe", "--agent", str(pong_q_agent_path), "--generator", str(tmp_path / "gen"), "--target", "T-",
-               "--target", "my_energy:right_paddle_low", "--num", "4", "--steps", "3", "--out", str(out), "--quiet"])
+  code = main(
+    [
+      "probe",
+      "--agent",
+      str(pong_q_agent_path),
+      "--generator",
+      str(tmp_path / "gen"),
+      "--target",
+      "T-",
+      "--target",
+      "my_energy:right_paddle_low",
+      "--num",
+      "4",
+      "--steps",
+      "3",
+      "--out",
+      str(out),
+      "--quiet",
+    ]
+  )
   assert code == 0
   meta = json.loads((out / "probe.json").read_text())
   assert [t["target"] for t in meta["targets"]] == ["T-", "my_energy:right_paddle_low"]
@@ -89,8 +109,23 @@ def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, mo
     run = json.loads((folder / "run.json").read_text())
     assert len(run["energy_end"]) == 4 and run["state_steps_per_s"] > 0
   assert "energy before" in capsys.readouterr().out
-  assert main(["probe", "--agent", str(pong_q_agent_path), "--generator", str(tmp_path / "gen"), "--target", "Tx",
-               "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+  assert (
+    main(
+      [
+        "probe",
+        "--agent",
+        str(pong_q_agent_path),
+        "--generator",
+        str(tmp_path / "gen"),
+        "--target",
+        "Tx",
+        "--out",
+        str(tmp_path / "r2"),
+        "--quiet",
+      ]
+    )
+    == 2
+  )
   assert "unknown target 'Tx'; known:" in capsys.readouterr().err
 
 

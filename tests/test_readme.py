@@ -1,5 +1,6 @@
 """README's examples work: its Python API block runs (with tiny search sizes), and every
 `jaxprobe ...` command line it shows parses with the command line of today."""
+
 import re
 import shlex
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Novelty against brute force, and the HTML report: renders in Chromium, refuses mixed agents."""
+
 import dataclasses
 import shutil
 import subprocess
@@ -7,29 +8,31 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from test_probe import tiny_generator
 
 import jaxprobe
-
 from jaxprobe.agents import Agent, AgentSpec
 from jaxprobe.agents.checkpoint import load_agent, save_agent
 from jaxprobe.cli import main
 from jaxprobe.collection.recorder import collect
+from jaxprobe.commands.probe import write_run
 from jaxprobe.envs import make_atari
 from jaxprobe.evaluation.gauges import GAUGES, gauge_summary, read_gauge
 from jaxprobe.evaluation.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty, spread
 from jaxprobe.evaluation.rollouts import oxygen_at_death, rollout_evidence
 from jaxprobe.generator.spec import save_generator
-from jaxprobe.commands.probe import write_run
 from jaxprobe.search.spaces import ProbeConfig, probe
-
-from test_probe import tiny_generator
 
 
 def test_novelty_equals_brute_force():
   rng = np.random.default_rng(0)
   reference = rng.integers(0, 256, (300, 4, 84, 84), dtype=np.uint8)
-  states = np.concatenate([reference[[5, 77]] ^ rng.integers(0, 2, (2, 4, 84, 84), dtype=np.uint8),
-                           rng.integers(0, 256, (5, 4, 84, 84), dtype=np.uint8)])
+  states = np.concatenate(
+    [
+      reference[[5, 77]] ^ rng.integers(0, 2, (2, 4, 84, 84), dtype=np.uint8),
+      rng.integers(0, 256, (5, 4, 84, 84), dtype=np.uint8),
+    ]
+  )
   result = novelty(states, reference)
   d = ((states[:, None].astype(np.float64) - reference[None].astype(np.float64)) / 255.0) ** 2
   mse = d.reshape(len(states), len(reference), -1).mean(-1)
@@ -55,10 +58,11 @@ def test_spread_equals_the_mean_over_pairs_and_is_zero_for_copies():
 
 
 def test_nearest_by_energy_and_oxygen_rule():
-  np.testing.assert_array_equal(nearest_by_energy(np.array([0.1, 5.0]), np.array([4.0, 0.0, 9.0, 0.3]), k=2),
-                                [[1, 3], [0, 2]])
-  assert oxygen_at_death([40, 39, 39, 0, 0, 0]) == 39   # a collision: zeroed for the death animation
-  assert oxygen_at_death([3, 2, 1, 0, 0, 0]) == 1       # suffocation: run down to empty
+  np.testing.assert_array_equal(
+    nearest_by_energy(np.array([0.1, 5.0]), np.array([4.0, 0.0, 9.0, 0.3]), k=2), [[1, 3], [0, 2]]
+  )
+  assert oxygen_at_death([40, 39, 39, 0, 0, 0]) == 39  # a collision: zeroed for the death animation
+  assert oxygen_at_death([3, 2, 1, 0, 0, 0]) == 1  # suffocation: run down to empty
   assert oxygen_at_death([0, 0]) == 0
 
 
@@ -90,8 +94,12 @@ def probe_runs(tmp_path_factory, pong_q_agent_path):
 
 def test_report_renders_every_image_in_chromium(probe_runs, tmp_path):
   out = tmp_path / "report.html"
-  assert main(["report", str(probe_runs / "latent"), str(probe_runs / "pixel"), "--out", str(out),
-               "--rollouts", "1", "--quiet"]) == 0
+  assert (
+    main(
+      ["report", str(probe_runs / "latent"), str(probe_runs / "pixel"), "--out", str(out), "--rollouts", "1", "--quiet"]
+    )
+    == 0
+  )
   text = out.read_text()
   # 2 targets x 2 spaces x (samples, histogram); Pong has no lives, so no frames before life losses.
   assert text.count("<img") == 8 and "http" not in text
@@ -100,18 +108,38 @@ def test_report_renders_every_image_in_chromium(probe_runs, tmp_path):
     pytest.skip("Chromium is not installed (apt-get install chromium); the report was written but not rendered")
   # Chromium's DOM dump after load: every image decoded has a non-zero natural width.
   probe_page = tmp_path / "check.html"
-  probe_page.write_text(text.replace("</body>", "<script>document.title = [...document.images].every("
-                                     "i => i.complete && i.naturalWidth > 0) ? 'ALL-IMAGES-OK' : 'BROKEN'"
-                                     "</script></body>"))
-  flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}"]
-  dom = subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()],
-                       capture_output=True, text=True, timeout=120)
+  probe_page.write_text(
+    text.replace(
+      "</body>",
+      "<script>document.title = [...document.images].every("
+      "i => i.complete && i.naturalWidth > 0) ? 'ALL-IMAGES-OK' : 'BROKEN'"
+      "</script></body>",
+    )
+  )
+  flags = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    f"--user-data-dir={tmp_path / 'profile'}",
+  ]
+  dom = subprocess.run(
+    [chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert "<title>ALL-IMAGES-OK</title>" in dom.stdout, dom.stderr[-1500:]
   shot = tmp_path / "shot.png"
-  subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri()],
-                 capture_output=True, timeout=120)
+  subprocess.run(
+    [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri()],
+    capture_output=True,
+    timeout=120,
+  )
   assert shot.stat().st_size > 20_000
 
 
@@ -119,9 +147,11 @@ def test_report_bad_inputs(probe_runs, tmp_path, capsys):
   other = tmp_path / "other_agent"
   spec = AgentSpec("q", 6, "Pong-v5")
   save_agent(other, Agent(spec, spec.init(jax.random.key(7))))
-  cases = [([str(probe_runs / "latent"), "--agent", str(other)], "was probed with another agent"),
-           ([str(tmp_path / "missing")], "is not a probe run"),
-           ([str(probe_runs / "latent"), "--out", str(tmp_path / "no" / "r.html")], "does not exist")]
+  cases = [
+    ([str(probe_runs / "latent"), "--agent", str(other)], "was probed with another agent"),
+    ([str(tmp_path / "missing")], "is not a probe run"),
+    ([str(probe_runs / "latent"), "--out", str(tmp_path / "no" / "r.html")], "does not exist"),
+  ]
   for args, message in cases:
     if "--out" not in args:
       args = args + ["--out", str(tmp_path / "r.html")]
@@ -133,8 +163,29 @@ def test_report_bad_inputs(probe_runs, tmp_path, capsys):
 
 def test_demo_runs_end_to_end_on_given_assets(probe_runs, tmp_path, capsys, pong_q_agent_path):
   out = tmp_path / "demo"
-  assert main(["demo", "--agent", str(pong_q_agent_path), "--generator", str(probe_runs / "gen"), "--out", str(out),
-               "--num", "4", "--steps", "3", "--reference-states", "64", "--rollouts", "1", "--quiet"]) == 0
+  assert (
+    main(
+      [
+        "demo",
+        "--agent",
+        str(pong_q_agent_path),
+        "--generator",
+        str(probe_runs / "gen"),
+        "--out",
+        str(out),
+        "--num",
+        "4",
+        "--steps",
+        "3",
+        "--reference-states",
+        "64",
+        "--rollouts",
+        "1",
+        "--quiet",
+      ]
+    )
+    == 0
+  )
   assert (out / "report.html").stat().st_size > 10_000 and (out / "demo.json").exists()
   assert "T+-" in (out / "report.html").read_text()
   assert main(["demo", "--game", "breakout", "--out", str(tmp_path / "d2"), "--quiet"]) == 2
@@ -158,6 +209,9 @@ def test_oxygen_gauge_read_from_pixels_follows_the_ram_meter():
   assert np.median(np.abs(readings - ram)) <= 2 / 64 and np.corrcoef(readings, ram)[0, 1] > 0.98
   # Float colour in [0, 1] (the generator's output) reads the same.
   frames = obs.transpose(0, 2, 3, 1)
-  np.testing.assert_allclose(read_gauge(frames / 255.0, GAUGES["Seaquest-v5"]["oxygen"]),
-                             read_gauge(frames, GAUGES["Seaquest-v5"]["oxygen"]), atol=1e-5)
+  np.testing.assert_allclose(
+    read_gauge(frames / 255.0, GAUGES["Seaquest-v5"]["oxygen"]),
+    read_gauge(frames, GAUGES["Seaquest-v5"]["oxygen"]),
+    atol=1e-5,
+  )
   assert gauge_summary(frames, "Pong-v5") == {}

@@ -1,4 +1,5 @@
 """Saliency methods against independent numpy computations on tiny networks."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ from jaxprobe.agents.agent import AgentSpec
 
 class TinyAgent:
   """x -> relu(W1 x + b1) -> relu(W2 h + b2) -> W3 h: small enough to differentiate by hand."""
+
   action_head = "q"
   heads = ("q",)
 
@@ -22,9 +24,13 @@ class TinyAgent:
 
 def tiny_params(seed=0, shift=0.0):
   rng = np.random.default_rng(seed)
-  return {"W1": rng.normal(size=(6, 8)).astype(np.float32), "b1": (rng.normal(size=6) + shift).astype(np.float32),
-          "W2": rng.normal(size=(5, 6)).astype(np.float32), "b2": (rng.normal(size=5) + shift).astype(np.float32),
-          "W3": rng.normal(size=(3, 5)).astype(np.float32)}
+  return {
+    "W1": rng.normal(size=(6, 8)).astype(np.float32),
+    "b1": (rng.normal(size=6) + shift).astype(np.float32),
+    "W2": rng.normal(size=(5, 6)).astype(np.float32),
+    "b2": (rng.normal(size=5) + shift).astype(np.float32),
+    "W3": rng.normal(size=(3, 5)).astype(np.float32),
+  }
 
 
 def numpy_guided(p, x, a):
@@ -66,8 +72,9 @@ def test_guided_equals_gradient_when_everything_is_positive():
   p = {k: np.abs(v) + 0.1 for k, v in tiny_params(4).items()}
   obs = np.abs(np.random.default_rng(5).normal(size=(4, 8))).astype(np.float32)
   agent = TinyAgent()
-  np.testing.assert_allclose(saliency.guided_backprop(agent, p, obs, action=2),
-                             saliency.gradient(agent, p, obs, action=2), rtol=1e-6)
+  np.testing.assert_allclose(
+    saliency.guided_backprop(agent, p, obs, action=2), saliency.gradient(agent, p, obs, action=2), rtol=1e-6
+  )
 
 
 def test_default_action_is_greedy():
@@ -100,13 +107,12 @@ def test_integrated_gradients_completeness(nature_agent, head):
 def test_smoothgrad_without_noise_is_the_gradient(nature_agent):
   spec, params, obs = nature_agent
   smooth = jax.jit(lambda p, o: saliency.smoothgrad(spec, p, o, jax.random.key(0), num_samples=2, noise_scale=0.0))
-  np.testing.assert_allclose(
-      smooth(params, obs),
-      saliency.gradient(spec, params, obs), rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(smooth(params, obs), saliency.gradient(spec, params, obs), rtol=1e-5, atol=1e-9)
 
 
 class TopRowsAgent:
   """Reads only the top 20 rows of the frame: perturbing anywhere else changes nothing."""
+
   action_head = "q"
 
   def apply(self, params, obs, activation=jax.nn.relu):
@@ -139,8 +145,7 @@ def test_box_blur_and_mask_against_numpy():
   rng = np.random.default_rng(0)
   maps = rng.normal(size=(2, 4, 9, 9)).astype(np.float32)
   padded = np.pad(np.abs(maps).sum(1), ((0, 0), (2, 2), (2, 2)))
-  blurred = np.stack([[[padded[n, i:i + 5, j:j + 5].mean() for j in range(9)] for i in range(9)]
-                      for n in range(2)])
+  blurred = np.stack([[[padded[n, i : i + 5, j : j + 5].mean() for j in range(9)] for i in range(9)] for n in range(2)])
   want = blurred / blurred.reshape(2, -1).max(1)[:, None, None]
   mask = np.asarray(saliency.saliency_mask(maps, blur_size=5))
   np.testing.assert_allclose(mask, want, rtol=1e-5)

@@ -1,4 +1,5 @@
 """Targets against the formulas of docs/search.md; the optimiser's drivers, early stop, sharding and errors."""
+
 import subprocess
 import sys
 import textwrap
@@ -28,17 +29,19 @@ def np_softmin_tau(q, tau):
 @pytest.mark.parametrize("tau", [0.3, 1.0, 5.0])
 def test_q_targets_equal_the_formulas(tau):
   want = {
-      "T+": lambda q: -np_softmin_tau(q, tau), "T-": lambda q: np_softmax_tau(q, tau),
-      "T+-": lambda q: np_softmin_tau(q, tau) - np_softmax_tau(q, tau),
-      "S+": lambda q: -q.mean(), "S-": lambda q: q.mean(), "S+-": lambda q: -q.std(),
-      "action:3": lambda q: -(q[3] - tau * np.log(np.exp(q / tau).sum())),
-      "not-action:0": lambda q: q[0] - tau * np.log(np.exp(q / tau).sum()),
+    "T+": lambda q: -np_softmin_tau(q, tau),
+    "T-": lambda q: np_softmax_tau(q, tau),
+    "T+-": lambda q: np_softmin_tau(q, tau) - np_softmax_tau(q, tau),
+    "S+": lambda q: -q.mean(),
+    "S-": lambda q: q.mean(),
+    "S+-": lambda q: -q.std(),
+    "action:3": lambda q: -(q[3] - tau * np.log(np.exp(q / tau).sum())),
+    "not-action:0": lambda q: q[0] - tau * np.log(np.exp(q / tau).sum()),
   }
   for name, formula in want.items():
     t = targets.get_target(name, "q", 4, tau)
     got = jax.vmap(lambda q: t.energy({"q": q}))(jnp.asarray(Q))
-    np.testing.assert_allclose(got, [formula(q) for q in Q.astype(np.float64)], rtol=1e-5, atol=1e-6,
-                               err_msg=name)
+    np.testing.assert_allclose(got, [formula(q) for q in Q.astype(np.float64)], rtol=1e-5, atol=1e-6, err_msg=name)
     assert t.reads == "q"
 
 
@@ -85,8 +88,10 @@ def quadratic(v, key):
 
 def test_drivers_agree_and_chunks_do_not_matter():
   v0 = jax.random.normal(jax.random.key(0), (10, 5))
-  results = [optimise(quadratic, v0, OptimiseConfig(steps=60, lr=0.1, chunk=c, loop=loop), jax.random.key(1))
-             for loop, c in (("python", 10), ("scan", 10), ("python", 3))]
+  results = [
+    optimise(quadratic, v0, OptimiseConfig(steps=60, lr=0.1, chunk=c, loop=loop), jax.random.key(1))
+    for loop, c in (("python", 10), ("scan", 10), ("python", 3))
+  ]
   for r in results[1:]:
     np.testing.assert_allclose(r.v, results[0].v, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r.curve, results[0].curve, rtol=1e-5)

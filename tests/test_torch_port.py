@@ -5,6 +5,7 @@ weights: the loaders in benchmarks/torch_models.py convert kernel layouts, flip 
 kernels and permute the dense weights next to flattens, and a slip in any of them still
 runs, just on a different network.
 """
+
 import sys
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import search_setup  # noqa: E402
 import torch_models  # noqa: E402
 
 from jaxprobe.agents.agent import AgentSpec  # noqa: E402
-from jaxprobe.generator.spec import GeneratorSpec  # noqa: E402
 from jaxprobe.generator.autoencoder import to_agent_view  # noqa: E402
+from jaxprobe.generator.spec import GeneratorSpec  # noqa: E402
 
 
 def _close(ours, theirs, rtol=1e-4):

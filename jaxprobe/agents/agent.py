@@ -9,6 +9,7 @@ network themselves:
     out = agent.spec.apply(agent.params, obs)   # {"q": (N, A)} or {"logits": (N, A), "value": (N,)}
     actions = act(agent.spec, agent.params, obs, key, epsilon=0.05)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,7 +35,8 @@ OBS_FORMAT = "envpool-atari-grayscale-stack4-84x84-uint8-NCHW"
 @dataclasses.dataclass(frozen=True)
 class AgentSpec:
   """What a checkpoint needs to be rebuilt: network kind, action count, game, input format."""
-  kind: str                 # "q" (DQN family) or "actor_critic" (PPO / A2C family)
+
+  kind: str  # "q" (DQN family) or "actor_critic" (PPO / A2C family)
   num_actions: int
   env_id: str
   obs_format: str = OBS_FORMAT
@@ -75,13 +77,13 @@ class AgentSpec:
 
   def to_json(self) -> dict[str, Any]:
     """The spec as the JSON an agent checkpoint stores."""
-    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id,
-                obs_format=self.obs_format)
+    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format)
 
 
 @dataclasses.dataclass(frozen=True)
 class Agent:
   """A spec and its params; `metadata` is what the checkpoint says about its training."""
+
   spec: AgentSpec
   params: Params
   metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -92,8 +94,9 @@ def greedy_actions(spec: AgentSpec, outputs: dict[str, jnp.ndarray]) -> jnp.ndar
   return jnp.argmax(outputs[spec.action_head], axis=-1)
 
 
-def act(spec: AgentSpec, params: Params, obs: jnp.ndarray, key: jax.Array,
-        epsilon: float | jnp.ndarray = 0.0) -> jnp.ndarray:
+def act(
+  spec: AgentSpec, params: Params, obs: jnp.ndarray, key: jax.Array, epsilon: float | jnp.ndarray = 0.0
+) -> jnp.ndarray:
   """Epsilon-greedy actions for a batch: greedy w.p. 1 - epsilon, else uniform."""
   greedy = greedy_actions(spec, spec.apply(params, obs))
   explore_key, action_key = jax.random.split(key)
@@ -124,16 +127,21 @@ def fit_params(spec: AgentSpec, params: Params, source: str) -> Params:
   got = {_path_str(k): np.shape(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   for name, shape in expected.items():
     if name not in got:
-      raise UserError(f"{source} does not fit the {spec.kind} network: parameter {name} "
-                      f"{tuple(shape)} is missing from the checkpoint")
+      raise UserError(
+        f"{source} does not fit the {spec.kind} network: parameter {name} {tuple(shape)} is missing from the checkpoint"
+      )
     if tuple(got[name]) != tuple(shape):
-      raise UserError(f"{source} does not fit the {spec.kind} network with {spec.num_actions} "
-                      f"actions: parameter {name} has shape {tuple(got[name])} in the checkpoint, "
-                      f"the network expects {tuple(shape)}")
+      raise UserError(
+        f"{source} does not fit the {spec.kind} network with {spec.num_actions} "
+        f"actions: parameter {name} has shape {tuple(got[name])} in the checkpoint, "
+        f"the network expects {tuple(shape)}"
+      )
   extra = sorted(set(got) - set(expected))
   if extra:
-    raise UserError(f"{source} does not fit the {spec.kind} network: the checkpoint has a "
-                    f"parameter {extra[0]} that the network does not")
+    raise UserError(
+      f"{source} does not fit the {spec.kind} network: the checkpoint has a "
+      f"parameter {extra[0]} that the network does not"
+    )
   return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
 
 

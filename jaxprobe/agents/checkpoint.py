@@ -8,6 +8,7 @@ An agent directory holds:
 so `load_agent(path)` needs nothing else. CleanRL `.cleanrl_model` files load
 through the same call (see `jaxprobe.agents.cleanrl`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,11 +34,14 @@ def read_spec(path: str | Path) -> tuple[AgentSpec, dict[str, Any]]:
   """The spec and metadata of an agent directory, without loading its params."""
   meta = bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION)
   try:
-    spec = AgentSpec(kind=meta["kind"], num_actions=int(meta["num_actions"]), env_id=meta["env_id"],
-                     obs_format=meta["obs_format"])
+    spec = AgentSpec(
+      kind=meta["kind"], num_actions=int(meta["num_actions"]), env_id=meta["env_id"], obs_format=meta["obs_format"]
+    )
   except (KeyError, TypeError, ValueError) as e:
-    raise UserError(f"agent checkpoint {path}: {SPEC_FILE} lacks a valid field ({e}); "
-                    f"expected kind in {KINDS}, num_actions, env_id, obs_format") from None
+    raise UserError(
+      f"agent checkpoint {path}: {SPEC_FILE} lacks a valid field ({e}); "
+      f"expected kind in {KINDS}, num_actions, env_id, obs_format"
+    ) from None
   return spec, meta.get("metadata", {})
 
 
@@ -48,8 +52,7 @@ def load_agent(path: str | Path, env_id: str | None = None) -> Agent:
   """
   path = Path(path)
   if not path.exists():
-    raise UserError(f"no agent checkpoint at {path}: give a jaxprobe agent directory "
-                    "or a CleanRL .cleanrl_model file")
+    raise UserError(f"no agent checkpoint at {path}: give a jaxprobe agent directory or a CleanRL .cleanrl_model file")
   if path.is_file():
     return load_cleanrl(path, env_id)
   spec, metadata = read_spec(path)

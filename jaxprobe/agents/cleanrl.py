@@ -6,6 +6,7 @@ CleanRL writes `flax.serialization.to_bytes(...)` of:
   msgpack stores as dicts keyed '0', '1', '2'.
 The files are msgpack data: they are read without running any CleanRL code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,9 @@ def _unmsgpack(path: Path) -> dict:
   try:
     data = flax.serialization.msgpack_restore(path.read_bytes())
   except Exception as e:  # msgpack raises several types for damaged bytes
-    raise UserError(f"{path} is not a readable CleanRL checkpoint ({type(e).__name__}); "
-                    "was the download complete?") from None
+    raise UserError(
+      f"{path} is not a readable CleanRL checkpoint ({type(e).__name__}); was the download complete?"
+    ) from None
   if not isinstance(data, dict):
     raise UserError(f"{path} is not a CleanRL checkpoint: it holds a {type(data).__name__}")
   return data
@@ -53,15 +55,19 @@ def load_cleanrl(path: str | Path, env_id: str | None = None) -> Agent:
     kind, layout = "actor_critic", "ppo_atari_envpool_xla_jax_scan"
     num_actions = np.shape(actor["Dense_0"].get("kernel", np.zeros((0, 0))))[-1]
   elif "model_weights" in data:
-    raise UserError(f"{path} is a CleanRL C51 (distributional) checkpoint, which jaxprobe does "
-                    "not read yet; use a DQN or PPO checkpoint")
+    raise UserError(
+      f"{path} is a CleanRL C51 (distributional) checkpoint, which jaxprobe does "
+      "not read yet; use a DQN or PPO checkpoint"
+    )
   else:
-    raise UserError(f"{path} is not a CleanRL DQN or PPO checkpoint (top-level keys: "
-                    f"{sorted(data)[:5]})")
+    raise UserError(f"{path} is not a CleanRL DQN or PPO checkpoint (top-level keys: {sorted(data)[:5]})")
   env_id = env_id or args.get("env_id") or _env_from_path(path)
   if env_id is None:
     raise UserError(f"{path} does not say which game it plays: pass the env id (e.g. --env Pong-v5)")
   spec = AgentSpec(kind=kind, num_actions=int(num_actions), env_id=check_env_id(env_id))
-  metadata = dict(source=f"CleanRL {layout}", source_file=str(path.absolute()),
-                  cleanrl_args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))})
+  metadata = dict(
+    source=f"CleanRL {layout}",
+    source_file=str(path.absolute()),
+    cleanrl_args={k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))},
+  )
   return Agent(spec, fit_params(spec, params, f"CleanRL checkpoint {path}"), metadata)

@@ -6,6 +6,7 @@ buffer, a linear epsilon schedule and a periodically copied target network.
 `jaxprobe train-agent` runs it through a run directory. The formulas and
 defaults: docs/agents.md, section 'Double DQN'.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,24 +30,24 @@ class DQNConfig:
 
   env_id: str = "Pong-v5"
   seed: int = 1
-  total_steps: int = 2_000_000       # agent steps over all envs (4 frames each)
+  total_steps: int = 2_000_000  # agent steps over all envs (4 frames each)
   num_envs: int = 4
-  buffer_size: int = 100_000         # transitions; frames stored once (7 KB each)
+  buffer_size: int = 100_000  # transitions; frames stored once (7 KB each)
   batch_size: int = 32
   lr: float = 1e-4
   adam_eps: float = 1.5e-4
   gamma: float = 0.99
-  n_step: int = 1                    # 1 is the paper's Double DQN; 3 learns faster per step
+  n_step: int = 1  # 1 is the paper's Double DQN; 3 learns faster per step
   learning_starts: int = 20_000
-  train_every: int = 4               # agent steps per gradient update
-  target_update_every: int = 2_000   # agent steps between target-network copies
+  train_every: int = 4  # agent steps per gradient update
+  target_update_every: int = 2_000  # agent steps between target-network copies
   epsilon_start: float = 1.0
   epsilon_end: float = 0.01
   epsilon_decay_steps: int = 250_000
   episodic_life: bool = True
   reward_clip: bool = True
   conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
-  stop_after: int = 0                # stop (and save) at this step without changing schedules (0: total_steps)
+  stop_after: int = 0  # stop (and save) at this step without changing schedules (0: total_steps)
   checkpoint_every: int = 50_000
   log_every: int = 10_000
 
@@ -58,7 +59,7 @@ class TrainState(NamedTuple):
   target_params: Any
   opt_state: Any
   key: jax.Array
-  step: jax.Array   # agent steps taken
+  step: jax.Array  # agent steps taken
 
 
 def epsilon_at(config: DQNConfig, step):
@@ -85,11 +86,13 @@ def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
 
 def make_update(spec: AgentSpec, optimizer: optax.GradientTransformation):
   """A jitted `update(state, batch) -> (state, metrics)`: one Adam step on the Double DQN loss."""
+
   @jax.jit
   def update(state: TrainState, batch: Transitions):
     grads, metrics = jax.grad(double_dqn_loss, has_aux=True)(state.params, state.target_params, spec, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), metrics
+
   return update
 
 
@@ -116,8 +119,13 @@ def updates(config: DQNConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
   update = make_update(spec, optimizer)
   policy = jax.jit(lambda params, obs, key, step: act(spec, params, obs, key, epsilon_at(config, step)))
   step = int(state.step)
-  envs = make_atari(config.env_id, config.num_envs, seed=config.seed + step, episodic_life=config.episodic_life,
-                    reward_clip=config.reward_clip)
+  envs = make_atari(
+    config.env_id,
+    config.num_envs,
+    seed=config.seed + step,
+    episodic_life=config.episodic_life,
+    reward_clip=config.reward_clip,
+  )
   refill_until = step + config.learning_starts
   replay = FrameReplay(config.buffer_size, config.num_envs)
   rng = np.random.default_rng(config.seed + step)
@@ -148,7 +156,15 @@ def updates(config: DQNConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
       tracker.update(info, terminated, truncated)
       obs, valid = next_obs, ~done
       state = state._replace(key=key, step=jnp.asarray(step, jnp.int32))
-      yield state, step, dict(episode_return=tracker.mean(), episodes=tracker.count,
-                              epsilon=round(float(epsilon_at(config, step)), 4), **metrics)
+      yield (
+        state,
+        step,
+        dict(
+          episode_return=tracker.mean(),
+          episodes=tracker.count,
+          epsilon=round(float(epsilon_at(config, step)), 4),
+          **metrics,
+        ),
+      )
   finally:
     envs.close()

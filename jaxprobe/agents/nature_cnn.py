@@ -13,6 +13,7 @@ The activation is a field so that saliency methods (guided backprop) swap the
 ReLU without a second copy of the network; `conv` is a field so the convolution
 implementation can change per backend while the parameter layout stays.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -28,8 +29,9 @@ def _orthogonal(scale: float):
   return nn.initializers.orthogonal(scale)
 
 
-def nature_torso(obs: jnp.ndarray, activation: Activation, conv: Callable[..., nn.Module],
-                 orthogonal_init: bool) -> jnp.ndarray:
+def nature_torso(
+  obs: jnp.ndarray, activation: Activation, conv: Callable[..., nn.Module], orthogonal_init: bool
+) -> jnp.ndarray:
   """Conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1, dense 512; activation after each.
 
   Called inside a network's compact `__call__`, so its layers are that network's
@@ -47,6 +49,7 @@ def nature_torso(obs: jnp.ndarray, activation: Activation, conv: Callable[..., n
 
 class QNetwork(nn.Module):
   """Nature DQN: Q-values for each action. Same tree as CleanRL's `QNetwork`."""
+
   num_actions: int
   activation: Activation = nn.relu
   conv: Callable[..., nn.Module] = nn.Conv
@@ -60,6 +63,7 @@ class QNetwork(nn.Module):
 
 class ActorCritic(nn.Module):
   """Policy logits and state value over the shared Nature torso (PPO / A2C family)."""
+
   num_actions: int
   activation: Activation = nn.relu
   conv: Callable[..., nn.Module] = nn.Conv
@@ -68,8 +72,8 @@ class ActorCritic(nn.Module):
   def __call__(self, obs: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """Policy logits `(N, A)` and state values `(N,)` of observations `(N, 4, 84, 84)` in [0, 255]."""
     x = nature_torso(obs, self.activation, self.conv, orthogonal_init=True)
-    logits = nn.Dense(self.num_actions, kernel_init=_orthogonal(0.01),
-                      bias_init=nn.initializers.zeros, name="policy")(x)
-    value = nn.Dense(1, kernel_init=_orthogonal(1.0), bias_init=nn.initializers.zeros,
-                     name="value")(x)
+    logits = nn.Dense(self.num_actions, kernel_init=_orthogonal(0.01), bias_init=nn.initializers.zeros, name="policy")(
+      x
+    )
+    value = nn.Dense(1, kernel_init=_orthogonal(1.0), bias_init=nn.initializers.zeros, name="value")(x)
     return {"logits": logits, "value": value[:, 0]}

@@ -4,6 +4,7 @@ Evaluation plays the real game (no episodic life, no reward clipping) and scores
 games by their raw score (docs/agents.md, section 'Evaluation'). `policy_fn` is the one
 place that turns a policy name ("auto", "greedy", "sample") into actions.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,23 +25,29 @@ POLICIES = ("auto", "greedy", "sample")
 class Evaluation(NamedTuple):
   """Scores of whole games; `frames` holds game 0's frames when they were asked for."""
 
-  scores: np.ndarray   # (episodes,) raw game score of each whole game
+  scores: np.ndarray  # (episodes,) raw game score of each whole game
   lengths: np.ndarray  # (episodes,) agent steps
-  frames: tuple = ()   # game 0's frames: (84, 84) gray, or (84, 84, 3) colour
+  frames: tuple = ()  # game 0's frames: (84, 84) gray, or (84, 84, 3) colour
 
   def summary(self) -> dict:
     """Number of games, mean, std, min and max score, and mean length."""
     s = self.scores
-    return dict(episodes=int(len(s)), mean=float(s.mean()), std=float(s.std()), min=float(s.min()),
-                max=float(s.max()), mean_length=float(self.lengths.mean()))
+    return dict(
+      episodes=int(len(s)),
+      mean=float(s.mean()),
+      std=float(s.std()),
+      min=float(s.min()),
+      max=float(s.max()),
+      mean_length=float(self.lengths.mean()),
+    )
 
 
 class RecordedStates(NamedTuple):
   """States an agent visited while playing, with the action it took in each."""
 
-  obs: np.ndarray        # (K, 4, 84, 84) uint8, what the agent saw
-  actions: np.ndarray    # (K,) the action it took there
-  steps: np.ndarray      # (K,) agent steps since the start of play
+  obs: np.ndarray  # (K, 4, 84, 84) uint8, what the agent saw
+  actions: np.ndarray  # (K,) the action it took there
+  steps: np.ndarray  # (K,) agent steps since the start of play
   episode_returns: list  # raw game scores of the episodes finished meanwhile
 
 
@@ -49,13 +56,15 @@ def make_env_for(agent: Agent, env_id: str | None = None, num_envs: int = 1, see
   env_id = env_id or agent.spec.env_id
   env = make_atari(env_id, num_envs=num_envs, seed=seed, **kwargs)
   if env.action_space.n != agent.spec.num_actions:
-    raise UserError(f"the agent has {agent.spec.num_actions} actions but {env_id} has "
-                    f"{env.action_space.n}: use an agent trained on {env_id}")
+    raise UserError(
+      f"the agent has {agent.spec.num_actions} actions but {env_id} has "
+      f"{env.action_space.n}: use an agent trained on {env_id}"
+    )
   return env
 
 
 def policy_name(spec: AgentSpec, policy: str) -> str:
-  """"auto" resolved: "sample" for actor-critic agents (as they were trained), else "greedy"."""
+  """ "auto" resolved: "sample" for actor-critic agents (as they were trained), else "greedy"."""
   if policy not in POLICIES:
     raise UserError(f"--policy must be auto, greedy or sample, got '{policy}'")
   if policy == "auto":
@@ -73,9 +82,19 @@ def policy_fn(agent: Agent, policy: str, epsilon: float) -> Callable:
   return jax.jit(lambda params, obs, key: act(agent.spec, params, obs, key, epsilon))
 
 
-def play_games(agent: Agent, episodes: int, policy: Callable, env_id: str | None = None, seed: int = 0,
-               num_envs: int = 8, colour: bool = False, view: Callable[[np.ndarray], np.ndarray] = lambda obs: obs,
-               on_step: Callable | None = None, progress: bool = True, desc: str = "playing") -> Evaluation:
+def play_games(
+  agent: Agent,
+  episodes: int,
+  policy: Callable,
+  env_id: str | None = None,
+  seed: int = 0,
+  num_envs: int = 8,
+  colour: bool = False,
+  view: Callable[[np.ndarray], np.ndarray] = lambda obs: obs,
+  on_step: Callable | None = None,
+  progress: bool = True,
+  desc: str = "playing",
+) -> Evaluation:
   """Plays `episodes` whole games, `num_envs` at a time, with `policy(params, view(obs), key)`.
 
   Each env plays exactly one game per round, so no game is cut short and the scores are
@@ -121,9 +140,18 @@ def colour_stacks_channel_last(obs: np.ndarray) -> np.ndarray:
   return obs.reshape(obs.shape[0], 3 * FRAME_STACK, FRAME_SIZE, FRAME_SIZE).transpose(0, 2, 3, 1)
 
 
-def evaluate(agent: Agent, episodes: int, env_id: str | None = None, epsilon: float = 0.01,
-             seed: int = 0, num_envs: int = 8, keep_frames: int = 0, progress: bool = True,
-             observe: Callable[[np.ndarray], np.ndarray] | None = None, policy: str = "auto") -> Evaluation:
+def evaluate(
+  agent: Agent,
+  episodes: int,
+  env_id: str | None = None,
+  epsilon: float = 0.01,
+  seed: int = 0,
+  num_envs: int = 8,
+  keep_frames: int = 0,
+  progress: bool = True,
+  observe: Callable[[np.ndarray], np.ndarray] | None = None,
+  policy: str = "auto",
+) -> Evaluation:
   """The agent's score over `episodes` whole games, acting epsilon-greedily or sampling.
 
   With `keep_frames`, up to that many of game 0's frames are returned (for a GIF).
@@ -139,14 +167,32 @@ def evaluate(agent: Agent, episodes: int, env_id: str | None = None, epsilon: fl
     if keep_frames and games[0] == 0 and running[0] and len(frames) < keep_frames:
       frames.append(obs[0, -1] if observe is None else obs[0, -3:].transpose(1, 2, 0))
 
-  result = play_games(agent, episodes, policy_fn(agent, policy, epsilon), env_id, seed, num_envs,
-                      colour=observe is not None, view=view, on_step=keep_frame, progress=progress,
-                      desc="evaluating")
+  result = play_games(
+    agent,
+    episodes,
+    policy_fn(agent, policy, epsilon),
+    env_id,
+    seed,
+    num_envs,
+    colour=observe is not None,
+    view=view,
+    on_step=keep_frame,
+    progress=progress,
+    desc="evaluating",
+  )
   return result._replace(frames=tuple(frames))
 
 
-def record_states(agent: Agent, num_states: int, env_id: str | None = None, warmup: int = 100,
-                  every: int = 4, epsilon: float = 0.0, seed: int = 0, progress: bool = True) -> RecordedStates:
+def record_states(
+  agent: Agent,
+  num_states: int,
+  env_id: str | None = None,
+  warmup: int = 100,
+  every: int = 4,
+  epsilon: float = 0.0,
+  seed: int = 0,
+  progress: bool = True,
+) -> RecordedStates:
   """Plays `warmup` steps, then keeps every `every`-th state until `num_states` are kept."""
   env = make_env_for(agent, env_id, seed=seed)
   policy = jax.jit(functools.partial(act, agent.spec))

@@ -12,6 +12,7 @@ ran 20-30x faster because convolution gradients inside loops are slow there
 (docs/cpu.md, section 'Convolution gradients inside loops'). "auto" picks per
 backend. Both compute the same thing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,9 +38,9 @@ class PPOConfig:
 
   env_id: str = "Pong-v5"
   seed: int = 1
-  total_steps: int = 10_000_000      # agent steps over all envs (4 frames each)
+  total_steps: int = 10_000_000  # agent steps over all envs (4 frames each)
   num_envs: int = 8
-  num_steps: int = 128               # rollout length per env
+  num_steps: int = 128  # rollout length per env
   lr: float = 2.5e-4
   anneal_lr: bool = True
   gamma: float = 0.99
@@ -50,12 +51,12 @@ class PPOConfig:
   ent_coef: float = 0.01
   vf_coef: float = 0.5
   max_grad_norm: float = 0.5
-  episodic_life: bool = True         # training aids; evaluation plays the real game
+  episodic_life: bool = True  # training aids; evaluation plays the real game
   reward_clip: bool = True
   loop: Literal["auto", "python", "scan"] = "auto"
   conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
-  stop_after: int = 0                # stop (and save) at this step without changing schedules (0: total_steps)
-  checkpoint_every: int = 50_000     # agent steps
+  stop_after: int = 0  # stop (and save) at this step without changing schedules (0: total_steps)
+  checkpoint_every: int = 50_000  # agent steps
   log_every: int = 10_000
 
 
@@ -65,16 +66,16 @@ class TrainState(NamedTuple):
   params: Any
   opt_state: Any
   key: jax.Array
-  step: jax.Array       # agent steps taken
-  update: jax.Array     # updates done
+  step: jax.Array  # agent steps taken
+  update: jax.Array  # updates done
 
 
 class Batch(NamedTuple):
   """One rollout, flattened over time and envs, with its advantages and returns."""
 
-  obs: jnp.ndarray        # (B, 4, 84, 84) uint8
-  actions: jnp.ndarray    # (B,)
-  logprobs: jnp.ndarray   # (B,) under the behaviour policy
+  obs: jnp.ndarray  # (B, 4, 84, 84) uint8
+  actions: jnp.ndarray  # (B,)
+  logprobs: jnp.ndarray  # (B,) under the behaviour policy
   advantages: jnp.ndarray
   returns: jnp.ndarray
 
@@ -113,8 +114,9 @@ def ppo_loss(params, spec: AgentSpec, config: PPOConfig, batch: Batch):
   value_loss = 0.5 * ((out["value"] - batch.returns) ** 2).mean()
   entropy = -(jnp.exp(logp_all) * logp_all).sum(-1).mean()
   total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
-  return total, dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
-                     approx_kl=((ratio - 1) - jnp.log(ratio)).mean())
+  return total, dict(
+    policy_loss=policy_loss, value_loss=value_loss, entropy=entropy, approx_kl=((ratio - 1) - jnp.log(ratio)).mean()
+  )
 
 
 def num_updates(config: PPOConfig) -> int:
@@ -125,8 +127,7 @@ def num_updates(config: PPOConfig) -> int:
 def make_optimizer(config: PPOConfig, num_updates: int) -> optax.GradientTransformation:
   """Adam after global-norm clipping; the learning rate annealed linearly to 0 over the run if `anneal_lr`."""
   steps_per_update = config.update_epochs * config.num_minibatches
-  lr = (optax.linear_schedule(config.lr, 0.0, num_updates * steps_per_update) if config.anneal_lr
-        else config.lr)
+  lr = optax.linear_schedule(config.lr, 0.0, num_updates * steps_per_update) if config.anneal_lr else config.lr
   return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
 
 
@@ -144,17 +145,22 @@ def make_update(spec: AgentSpec, config: PPOConfig, optimizer: optax.GradientTra
     return perms.reshape(config.update_epochs * config.num_minibatches, -1)
 
   if resolve_loop(config.loop) == "scan":
+
     @jax.jit
     def update(state: TrainState, batch: Batch):
       key, perm_key = jax.random.split(state.key)
       idx = permutations(perm_key, batch.obs.shape[0])
+
       def body(carry, i):
         params, opt_state = carry
         params, opt_state, metrics = minibatch_step(params, opt_state, jax.tree_util.tree_map(lambda x: x[i], batch))
         return (params, opt_state), metrics
+
       (params, opt_state), metrics = jax.lax.scan(body, (state.params, state.opt_state), idx)
-      return state._replace(params=params, opt_state=opt_state, key=key, update=state.update + 1), \
-          jax.tree_util.tree_map(jnp.mean, metrics)
+      return state._replace(
+        params=params, opt_state=opt_state, key=key, update=state.update + 1
+      ), jax.tree_util.tree_map(jnp.mean, metrics)
+
     return update
 
   step_jit = jax.jit(minibatch_step)
@@ -169,8 +175,10 @@ def make_update(spec: AgentSpec, config: PPOConfig, optimizer: optax.GradientTra
     for i in range(idx.shape[0]):
       params, opt_state, metrics = step_jit(params, opt_state, take(batch, idx[i]))
       all_metrics.append(metrics)
-    return state._replace(params=params, opt_state=opt_state, key=key, update=state.update + 1), \
-        jax.tree_util.tree_map(lambda *m: jnp.mean(jnp.stack(m)), *all_metrics)
+    return state._replace(params=params, opt_state=opt_state, key=key, update=state.update + 1), jax.tree_util.tree_map(
+      lambda *m: jnp.mean(jnp.stack(m)), *all_metrics
+    )
+
   return update
 
 
@@ -197,8 +205,13 @@ def updates(config: PPOConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
   update = make_update(spec, config, optimizer)
   # The emulators cannot be saved: a resumed run starts fresh games, seeded by the step.
   step = int(state.step)
-  envs = make_atari(config.env_id, config.num_envs, seed=config.seed + step, episodic_life=config.episodic_life,
-                    reward_clip=config.reward_clip)
+  envs = make_atari(
+    config.env_id,
+    config.num_envs,
+    seed=config.seed + step,
+    episodic_life=config.episodic_life,
+    reward_clip=config.reward_clip,
+  )
   tracker = EpisodeTracker(config.num_envs)
 
   @jax.jit
@@ -224,8 +237,13 @@ def updates(config: PPOConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
       for t in range(T):
         key, act_key = jax.random.split(key)
         action, logp, value = jax.device_get(policy(state.params, obs, act_key))
-        buf_obs[t], buf_actions[t], buf["logprobs"][t], buf["values"][t], buf["dones"][t] = \
-            obs, action, logp, value, done
+        buf_obs[t], buf_actions[t], buf["logprobs"][t], buf["values"][t], buf["dones"][t] = (
+          obs,
+          action,
+          logp,
+          value,
+          done,
+        )
         obs, reward, terminated, truncated, info = envs.step(action)
         done = terminated | truncated
         buf["rewards"][t] = reward
@@ -233,8 +251,13 @@ def updates(config: PPOConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
       _, _, last_value = policy(state.params, obs, key)
       state = state._replace(key=key)
       adv, ret = advantages_fn(buf["rewards"], buf["values"], buf["dones"], last_value, jnp.asarray(done))
-      batch = Batch(buf_obs.reshape(-1, *obs.shape[1:]), buf_actions.reshape(-1), buf["logprobs"].reshape(-1),
-                    adv.reshape(-1), ret.reshape(-1))
+      batch = Batch(
+        buf_obs.reshape(-1, *obs.shape[1:]),
+        buf_actions.reshape(-1),
+        buf["logprobs"].reshape(-1),
+        adv.reshape(-1),
+        ret.reshape(-1),
+      )
       state, metrics = update(state, batch)
       state = state._replace(step=state.step + batch_size)
       yield state, int(state.step), dict(episode_return=tracker.mean(), episodes=tracker.count, **metrics)

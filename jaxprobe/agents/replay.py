@@ -9,6 +9,7 @@ the agent acted on, the action, reward, done flag, and two flags:
 - `valid`: false for the step right after a `done`, whose action envpool ignores
   (it resets the game or, with episodic life, continues it); never sampled.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -21,10 +22,10 @@ from jaxprobe.envs import FRAME_SIZE, FRAME_STACK
 class Transitions(NamedTuple):
   """A batch of n-step transitions sampled from the replay buffer."""
 
-  obs: np.ndarray        # (B, 4, 84, 84) uint8
-  actions: np.ndarray    # (B,)
-  returns: np.ndarray    # (B,) n-step discounted reward
-  next_obs: np.ndarray   # (B, 4, 84, 84) the state n steps later
+  obs: np.ndarray  # (B, 4, 84, 84) uint8
+  actions: np.ndarray  # (B,)
+  returns: np.ndarray  # (B,) n-step discounted reward
+  next_obs: np.ndarray  # (B, 4, 84, 84) the state n steps later
   discounts: np.ndarray  # (B,) gamma^n, or 0 where the episode ended within n steps
 
 
@@ -43,7 +44,7 @@ class FrameReplay:
     self.dones = np.zeros(shape, bool)
     self.first = np.zeros(shape, bool)
     self.valid = np.zeros(shape, bool)
-    self.pos = 0      # next slot to write (the same for every env: they step in lockstep)
+    self.pos = 0  # next slot to write (the same for every env: they step in lockstep)
     self.size = 0
 
   def add(self, obs: np.ndarray, actions, rewards, dones, valid) -> None:
@@ -89,5 +90,10 @@ class FrameReplay:
       returns += alive * gamma**k * self.rewards[envs, s]
       alive &= ~self.dones[envs, s]
     next_slots = (slots + n_step) % self.length
-    return Transitions(self.stacks(envs, slots), self.actions[envs, slots], returns,
-                       self.stacks(envs, next_slots), (alive * gamma**n_step).astype(np.float32))
+    return Transitions(
+      self.stacks(envs, slots),
+      self.actions[envs, slots],
+      returns,
+      self.stacks(envs, next_slots),
+      (alive * gamma**n_step).astype(np.float32),
+    )

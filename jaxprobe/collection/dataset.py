@@ -17,6 +17,7 @@ chunk) and the finished directory is renamed into place, so a killed run leaves
 the previous complete dataset or a marked partial one that `--resume` continues.
 Reading maps the arrays lazily: datasets larger than memory work.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,10 @@ def sha256_file(path: Path, block: int = 1 << 24) -> str:
 def create_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.memmap]:
   """Preallocated `.npy` files, opened for writing."""
   folder.mkdir(parents=True, exist_ok=True)
-  return {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-          for name, (shape, dtype) in specs.items()}
+  return {
+    name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+    for name, (shape, dtype) in specs.items()
+  }
 
 
 def open_arrays_for_append(folder: Path, names: list[str]) -> dict[str, np.memmap]:
@@ -116,8 +119,11 @@ def open_dataset(path: str | Path, verify: bool = True) -> Dataset:
   """Opens a dataset, checking format version, shapes, sizes and (with `verify`) checksums."""
   path = Path(path)
   if not path.is_dir():
-    hint = f" (a partial collection is in {partial_path(path)}: finish it with --resume)" \
-        if partial_path(path).is_dir() else ""
+    hint = (
+      f" (a partial collection is in {partial_path(path)}: finish it with --resume)"
+      if partial_path(path).is_dir()
+      else ""
+    )
     raise UserError(f"no dataset at {path}{hint}")
   manifest = read_versioned_json(path / MANIFEST, f"dataset {path}", FORMAT_VERSION, "collect it again")
   arrays = {}
@@ -130,11 +136,12 @@ def open_dataset(path: str | Path, verify: bool = True) -> Dataset:
     except ValueError as e:  # numpy's message for a file shorter than its header says
       raise UserError(f"dataset {path}: {f.name} is truncated or damaged ({e}); collect it again") from None
     if list(a.shape) != info["shape"] or str(a.dtype) != info["dtype"]:
-      raise UserError(f"dataset {path}: {f.name} has shape {list(a.shape)} {a.dtype}, the manifest says "
-                      f"{info['shape']} {info['dtype']}; collect it again")
+      raise UserError(
+        f"dataset {path}: {f.name} has shape {list(a.shape)} {a.dtype}, the manifest says "
+        f"{info['shape']} {info['dtype']}; collect it again"
+      )
     if verify and sha256_file(f) != info["sha256"]:
-      raise UserError(f"dataset {path}: {f.name} does not match its checksum (changed or damaged); "
-                      "collect it again")
+      raise UserError(f"dataset {path}: {f.name} does not match its checksum (changed or damaged); collect it again")
     arrays[name] = a
   return Dataset(path, manifest, arrays)
 
@@ -146,9 +153,16 @@ def summary(dataset: Dataset) -> dict:
   finished = np.unique(episodes[dones])
   returns = [float(rewards[episodes == e].sum()) for e in finished]
   m = dataset.manifest
-  return dict(path=str(dataset.path), states=len(dataset), env_id=m["env_id"], epsilon=m["epsilon"], seed=m["seed"],
-              agent=dict(kind=m["agent"]["kind"], num_actions=m["agent"]["num_actions"],
-                         fingerprint=m["agent"]["fingerprint"]),
-              action_histogram=np.bincount(actions, minlength=m["agent"]["num_actions"]).tolist(),
-              episodes_started=int(len(np.unique(episodes))), games_finished=len(returns),
-              game_scores=returns, mean_game_score=float(np.mean(returns)) if returns else None)
+  return dict(
+    path=str(dataset.path),
+    states=len(dataset),
+    env_id=m["env_id"],
+    epsilon=m["epsilon"],
+    seed=m["seed"],
+    agent=dict(kind=m["agent"]["kind"], num_actions=m["agent"]["num_actions"], fingerprint=m["agent"]["fingerprint"]),
+    action_histogram=np.bincount(actions, minlength=m["agent"]["num_actions"]).tolist(),
+    episodes_started=int(len(np.unique(episodes))),
+    games_finished=len(returns),
+    game_scores=returns,
+    mean_game_score=float(np.mean(returns)) if returns else None,
+  )

@@ -1,4 +1,5 @@
 """Shuffled, device-ready batches from a dataset, gathered in a background thread."""
+
 from __future__ import annotations
 
 import queue
@@ -18,12 +19,18 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> np.n
   """
   perm = np.random.default_rng([seed, epoch]).permutation(num_rows)
   n = num_rows // batch_size
-  return np.sort(perm[:n * batch_size].reshape(n, batch_size), axis=1)
+  return np.sort(perm[: n * batch_size].reshape(n, batch_size), axis=1)
 
 
-def batches(dataset: Dataset, batch_size: int, seed: int = 0, names: Sequence[str] = ("colour", "gray", "mask"),
-            start_batch: int = 0, prefetch: int = 2, sharding: jax.sharding.Sharding | None = None
-            ) -> Iterator[dict[str, jax.Array]]:
+def batches(
+  dataset: Dataset,
+  batch_size: int,
+  seed: int = 0,
+  names: Sequence[str] = ("colour", "gray", "mask"),
+  start_batch: int = 0,
+  prefetch: int = 2,
+  sharding: jax.sharding.Sharding | None = None,
+) -> Iterator[dict[str, jax.Array]]:
   """Endless batches (epoch after epoch), starting at global batch `start_batch` (for resuming).
 
   With `sharding`, each batch is placed with it (e.g. split over a mesh's batch axis).

@@ -13,6 +13,7 @@ and resizing: that is why the agent's view is not computed from colour.)
 Per chunk of steps the agent's outputs and the guided-backprop masks of the
 greedy action are computed jitted over the whole chunk, then rows are flushed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,11 +38,22 @@ SALIENCY_BATCH = 64  # states per saliency call: one compile, bounded memory
 def array_specs(agent: Agent, frames: int) -> dict:
   """Shape and dtype of every array of a dataset of `frames` states of `agent` (docs/collection.md)."""
   n, a = frames, agent.spec.num_actions
-  outputs = {"q": ((n, a), "float32")} if agent.spec.kind == "q" else \
-      {"logits": ((n, a), "float32"), "value": ((n,), "float32")}
-  return dict(colour=((n, *COLOUR_STACK_SHAPE), "uint8"), gray=((n, *AGENT_OBS_SHAPE), "uint8"),
-              actions=((n,), "int32"), rewards=((n,), "float32"), dones=((n,), "bool"), episodes=((n,), "int32"),
-              steps=((n,), "int32"), mask=((n, FRAME_SIZE, FRAME_SIZE), "float32"), **outputs)
+  outputs = (
+    {"q": ((n, a), "float32")}
+    if agent.spec.kind == "q"
+    else {"logits": ((n, a), "float32"), "value": ((n,), "float32")}
+  )
+  return dict(
+    colour=((n, *COLOUR_STACK_SHAPE), "uint8"),
+    gray=((n, *AGENT_OBS_SHAPE), "uint8"),
+    actions=((n,), "int32"),
+    rewards=((n,), "float32"),
+    dones=((n,), "bool"),
+    episodes=((n,), "int32"),
+    steps=((n,), "int32"),
+    mask=((n, FRAME_SIZE, FRAME_SIZE), "float32"),
+    **outputs,
+  )
 
 
 def make_explainer(agent: Agent, blur_size: int):
@@ -52,12 +64,24 @@ def make_explainer(agent: Agent, blur_size: int):
   def explain(params, obs):
     outputs = spec.apply(params, obs)
     return outputs, saliency.saliency_mask(saliency.guided_backprop(spec, params, obs), blur_size)
+
   return explain
 
 
-def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = None, epsilon: float = 0.1,
-            num_envs: int = 8, seed: int = 0, resume: bool = False, blur_size: int = 5,
-            chunk_steps: int = 32, progress: bool = True, command: str = "") -> dict:
+def collect(
+  agent: Agent,
+  out: str | Path,
+  frames: int,
+  env_id: str | None = None,
+  epsilon: float = 0.1,
+  num_envs: int = 8,
+  seed: int = 0,
+  resume: bool = False,
+  blur_size: int = 5,
+  chunk_steps: int = 32,
+  progress: bool = True,
+  command: str = "",
+) -> dict:
   """Records `frames` states into dataset `out`; returns timing and counts."""
   if frames <= 0:
     raise UserError(f"--frames must be positive, got {frames}")
@@ -70,11 +94,23 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
   if out.exists():
     raise UserError(f"{out} already exists; choose another --out (nothing was overwritten)")
   env_id = env_id or agent.spec.env_id
-  draft = dict(env_id=env_id, epsilon=epsilon, seed=seed, num_envs=num_envs, frames=frames,
-               agent=dict(fingerprint=fingerprint(agent.params), **agent.spec.to_json(), metadata=agent.metadata),
-               saliency=dict(method="guided", output=agent.spec.action_head, action="greedy", blur_size=blur_size,
-                             normalisation="per state, max 1"),
-               colour_layout="frame-major RGB, channel-last", command=command)
+  draft = dict(
+    env_id=env_id,
+    epsilon=epsilon,
+    seed=seed,
+    num_envs=num_envs,
+    frames=frames,
+    agent=dict(fingerprint=fingerprint(agent.params), **agent.spec.to_json(), metadata=agent.metadata),
+    saliency=dict(
+      method="guided",
+      output=agent.spec.action_head,
+      action="greedy",
+      blur_size=blur_size,
+      normalisation="per state, max 1",
+    ),
+    colour_layout="frame-major RGB, channel-last",
+    command=command,
+  )
   if resume:
     if not partial.is_dir():
       raise UserError(f"--resume: there is no partial collection at {partial}")
@@ -83,8 +119,10 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
       mine = draft[key]["fingerprint"] if key == "agent" else draft[key]
       theirs = saved["manifest"][key]["fingerprint"] if key == "agent" else saved["manifest"][key]
       if mine != theirs:
-        raise UserError(f"--resume: the partial collection in {partial} was made with {key} {theirs!r}, "
-                        f"not {mine!r}; use the same arguments")
+        raise UserError(
+          f"--resume: the partial collection in {partial} was made with {key} {theirs!r}, "
+          f"not {mine!r}; use the same arguments"
+        )
     count, episode_base = saved["count"], saved["next_episode"]
   else:
     if partial.exists():
@@ -148,13 +186,14 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
     n = min(len(chunk["actions"]), frames - count)
     chunk = {k: v[:n] for k, v in chunk.items()}
     t = time.perf_counter()
-    outputs, chunk["mask"] = map_in_batches(lambda obs: explain(agent.params, obs), chunk["gray"],
-                                            batch_size=SALIENCY_BATCH)
+    outputs, chunk["mask"] = map_in_batches(
+      lambda obs: explain(agent.params, obs), chunk["gray"], batch_size=SALIENCY_BATCH
+    )
     times["saliency"] += time.perf_counter() - t
     t = time.perf_counter()
     chunk.update(outputs)
     for k, v in chunk.items():
-      arrays[k][count:count + n] = v
+      arrays[k][count : count + n] = v
     for a in arrays.values():
       a.flush()
     count += n
@@ -169,5 +208,9 @@ def collect(agent: Agent, out: str | Path, frames: int, env_id: str | None = Non
   ds.finalise(partial, out, draft, count)
   times["writing"] += time.perf_counter() - t
   wall = time.perf_counter() - t_start
-  return dict(frames=count, wall_s=wall, states_per_s=(count - (saved["count"] if resume else 0)) / wall,
-              times_s={k: round(v, 2) for k, v in times.items()})
+  return dict(
+    frames=count,
+    wall_s=wall,
+    states_per_s=(count - (saved["count"] if resume else 0)) / wall,
+    times_s={k: round(v, 2) for k, v in times.items()},
+  )

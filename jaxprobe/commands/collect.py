@@ -5,6 +5,7 @@
 The recording loop is `collection.recorder.collect`; the dataset format is
 `collection.dataset` (docs/collection.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,11 @@ from jaxprobe.commands import flags
 
 NAME = "collect"
 HELP = "record the states an agent visits, with saliency masks"
-DESCRIPTION = ("The agent plays epsilon-greedily on its grayscale view; every state is recorded with its colour "
-               "version, action, reward, episode, the agent's outputs and the blurred guided-backprop mask of its "
-               "greedy action.")
+DESCRIPTION = (
+  "The agent plays epsilon-greedily on its grayscale view; every state is recorded with its colour "
+  "version, action, reward, episode, the agent's outputs and the blurred guided-backprop mask of its "
+  "greedy action."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,9 +40,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
   agent = load_agent(args.agent, env_id=args.env)
-  stats = collect(agent, args.out, args.frames, env_id=args.env, epsilon=args.epsilon, num_envs=args.num_envs,
-                  seed=args.seed, resume=args.resume, progress=not args.quiet, command=" ".join(sys.argv))
+  stats = collect(
+    agent,
+    args.out,
+    args.frames,
+    env_id=args.env,
+    epsilon=args.epsilon,
+    num_envs=args.num_envs,
+    seed=args.seed,
+    resume=args.resume,
+    progress=not args.quiet,
+    command=" ".join(sys.argv),
+  )
   t = stats["times_s"]
-  print(f"collected {stats['frames']} states into {args.out} in {stats['wall_s']:.1f} s "
-        f"({stats['states_per_s']:.0f} states/s; env {t['env']:.1f} s, agent {t['agent']:.1f} s, "
-        f"saliency {t['saliency']:.1f} s, writing {t['writing']:.1f} s)")
+  print(
+    f"collected {stats['frames']} states into {args.out} in {stats['wall_s']:.1f} s "
+    f"({stats['states_per_s']:.0f} states/s; env {t['env']:.1f} s, agent {t['agent']:.1f} s, "
+    f"saliency {t['saliency']:.1f} s, writing {t['writing']:.1f} s)"
+  )

@@ -1,7 +1,8 @@
 """`jaxprobe dataset info`: what a dataset holds, in numbers and one picture.
 
-    jaxprobe dataset info data/seaquest
+jaxprobe dataset info data/seaquest
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ probes every target in latent space and the paper's pixel-space baseline for
 T- and T+, plays games for rollout evidence, and writes `report.html`: the
 commands before it, in one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ from jaxprobe.search.spaces import ProbeConfig, probe
 
 NAME = "demo"
 HELP = "the whole method on the bundled agent and generator, ending in a report"
-DESCRIPTION = ("Collect reference states, probe every target (and the pixel baseline for T- and T+), play games for "
-               "rollout evidence, and write OUT/report.html.")
+DESCRIPTION = (
+  "Collect reference states, probe every target (and the pixel baseline for T- and T+), play games for "
+  "rollout evidence, and write OUT/report.html."
+)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GAMES = {"pong": "Pong-v5", "seaquest": "Seaquest-v5"}
@@ -47,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.out(p, "output directory (default: out/demo)", default="out/demo")
   p.add_argument("--num", type=int, default=16, help="states per target (default: 16)")
   p.add_argument("--steps", type=int, default=60, help="optimisation steps (default: 60)")
-  p.add_argument("--reference-states", type=int, default=2000, help="real states collected for novelty "
-                                                                     "(default: 2000)")
+  p.add_argument("--reference-states", type=int, default=2000, help="real states collected for novelty (default: 2000)")
   p.add_argument("--rollouts", type=int, default=6, help="games of rollout evidence (default: 6)")
   flags.quiet(p, "no progress bars")
 
@@ -59,14 +61,24 @@ def bundled(game: str) -> tuple[Path, Path]:
     raise UserError(f"unknown demo game '{game}'; known: {', '.join(GAMES)}")
   agent, generator = ASSETS / "agents" / game, ASSETS / "generators" / game
   if not agent.is_dir() or not generator.is_dir():
-    raise UserError(f"the bundled {game} agent and generator are not in this version of jaxprobe yet "
-                    f"(looked in {agent} and {generator}); pass --agent and --generator")
+    raise UserError(
+      f"the bundled {game} agent and generator are not in this version of jaxprobe yet "
+      f"(looked in {agent} and {generator}); pass --agent and --generator"
+    )
   return agent, generator
 
 
-def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None, generator_path: str | None = None,
-             num: int = 16, steps: int = 60, reference_states: int = 2000, rollouts: int = 6,
-             progress: bool = True) -> dict:
+def run_demo(
+  out: str | Path,
+  game: str = "pong",
+  agent_path: str | None = None,
+  generator_path: str | None = None,
+  num: int = 16,
+  steps: int = 60,
+  reference_states: int = 2000,
+  rollouts: int = 6,
+  progress: bool = True,
+) -> dict:
   """Runs the demo into `out`; returns the summary also written to `out/demo.json`."""
   if agent_path is None or generator_path is None:
     default_agent, default_generator = bundled(game)
@@ -94,8 +106,12 @@ def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None,
   timings["rollouts_s"] = time.perf_counter() - t
   report = write_atomic(out / "report.html", build_report([load_run(r) for r in runs], agent, dataset, evidence))
   timings["total_s"] = time.perf_counter() - t0
-  summary = dict(report=str(report), game=game, timings_s={k: round(v, 1) for k, v in timings.items()},
-                 rollouts={k: v for k, v in evidence["summary"].items() if k not in ("scores", "oxygen_at_death")})
+  summary = dict(
+    report=str(report),
+    game=game,
+    timings_s={k: round(v, 1) for k, v in timings.items()},
+    rollouts={k: v for k, v in evidence["summary"].items() if k not in ("scores", "oxygen_at_death")},
+  )
   if gauges:  # pixel readings of game gauges (Seaquest's oxygen) on the samples and on real states
     summary["gauges"] = dict(gauges, **{"real states": gauge_summary(dataset["colour"], agent.spec.env_id)})
   write_json(out / "demo.json", summary)
@@ -104,7 +120,16 @@ def run_demo(out: str | Path, game: str = "pong", agent_path: str | None = None,
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  summary = run_demo(args.out, args.game, args.agent, args.generator, num=args.num, steps=args.steps,
-                     reference_states=args.reference_states, rollouts=args.rollouts, progress=not args.quiet)
+  summary = run_demo(
+    args.out,
+    args.game,
+    args.agent,
+    args.generator,
+    num=args.num,
+    steps=args.steps,
+    reference_states=args.reference_states,
+    rollouts=args.rollouts,
+    progress=not args.quiet,
+  )
   print(json.dumps(summary, indent=2))
   print(f"open {summary['report']}")

@@ -1,7 +1,8 @@
 """`jaxprobe fidelity`: how much of what the agent reads survives the generator, state by state.
 
-    jaxprobe fidelity --agent AGENT --generator GEN --dataset data/heldout --states 1000
+jaxprobe fidelity --agent AGENT --generator GEN --dataset data/heldout --states 1000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,11 @@ from jaxprobe.generator.spec import load_generator
 
 NAME = "fidelity"
 HELP = "how much of what the agent reads survives the generator, on real states"
-DESCRIPTION = ("On --states states of a dataset of the agent's game: how often the agent's greedy action on G(E(x)) "
-               "equals its action on x, the distance of its outputs (L_a), and the reconstruction error on salient "
-               "pixels and elsewhere. Finer than goggles' score.")
+DESCRIPTION = (
+  "On --states states of a dataset of the agent's game: how often the agent's greedy action on G(E(x)) "
+  "equals its action on x, the distance of its outputs (L_a), and the reconstruction error on salient "
+  "pixels and elsewhere. Finer than goggles' score."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,9 +37,16 @@ def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
   if args.json:
     check_out_file(args.json, "--json")
-  f = fidelity(load_agent(args.agent), load_generator(args.generator), open_dataset(args.dataset, verify=False),
-               num=args.states, seed=args.seed)
-  print(f"on {f['states']} states: same greedy action {f['action_agreement']:.1%}, L_a {f['L_a']:.4g}, squared "
-        f"error per colour value {f['mse_salient']:.2e} on salient pixels, {f['mse_rest']:.2e} elsewhere")
+  f = fidelity(
+    load_agent(args.agent),
+    load_generator(args.generator),
+    open_dataset(args.dataset, verify=False),
+    num=args.states,
+    seed=args.seed,
+  )
+  print(
+    f"on {f['states']} states: same greedy action {f['action_agreement']:.1%}, L_a {f['L_a']:.4g}, squared "
+    f"error per colour value {f['mse_salient']:.2e} on salient pixels, {f['mse_rest']:.2e} elsewhere"
+  )
   if args.json:
     write_json(args.json, f)

@@ -1,4 +1,5 @@
 """Flags that several subcommands share, each defined once."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ def agent(p: argparse.ArgumentParser, help: str = AGENT_HELP, required: bool = T
   p.add_argument("--agent", required=required, default=None, help=help)
 
 
-def generator(p: argparse.ArgumentParser, required: bool = True,
-              help: str = "generator checkpoint (a run's generator/ folder)") -> None:
+def generator(
+  p: argparse.ArgumentParser, required: bool = True, help: str = "generator checkpoint (a run's generator/ folder)"
+) -> None:
   """--generator: the generator checkpoint."""
   p.add_argument("--generator", required=required, default=None, help=help)
 
@@ -29,8 +31,9 @@ def seed(p: argparse.ArgumentParser, help: str, default: int = 0) -> None:
 
 def epsilon(p: argparse.ArgumentParser, default: float) -> None:
   """--epsilon: the probability of a random action while playing."""
-  p.add_argument("--epsilon", type=float, default=default,
-                 help=f"probability of a random action (default: {default:g})")
+  p.add_argument(
+    "--epsilon", type=float, default=default, help=f"probability of a random action (default: {default:g})"
+  )
 
 
 def episodes(p: argparse.ArgumentParser, help: str = "number of games") -> None:

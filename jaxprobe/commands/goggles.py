@@ -1,7 +1,8 @@
 """`jaxprobe goggles`: the agent's score when it sees only the generator's reconstructions (the paper's Table 1).
 
-    jaxprobe goggles --agent jaxprobe/assets/agents/pong --generator jaxprobe/assets/generators/pong --episodes 10
+jaxprobe goggles --agent jaxprobe/assets/agents/pong --generator jaxprobe/assets/generators/pong --episodes 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ from jaxprobe.generator.spec import load_generator
 
 NAME = "goggles"
 HELP = "score the agent when it sees only the generator's reconstructions"
-DESCRIPTION = ("Play whole games twice on the same seeds: the agent on its own view, then on the grayscale of "
-               "G(E(x)) of every colour observation (the paper's Table 1).")
+DESCRIPTION = (
+  "Play whole games twice on the same seeds: the agent on its own view, then on the grayscale of "
+  "G(E(x)) of every colour observation (the paper's Table 1)."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,8 +37,15 @@ def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
   if args.json:
     check_out_file(args.json, "--json")
-  result = goggles(load_agent(args.agent), load_generator(args.generator), args.episodes, env_id=args.env,
-                   epsilon=args.epsilon, seed=args.seed, progress=not args.quiet)
+  result = goggles(
+    load_agent(args.agent),
+    load_generator(args.generator),
+    args.episodes,
+    env_id=args.env,
+    epsilon=args.epsilon,
+    seed=args.seed,
+    progress=not args.quiet,
+  )
   for name in ("agent", "goggles"):
     r = result[name]
     print(f"{name:8s} mean {r['mean']:7.1f}  std {r['std']:6.1f}  min {r['min']:6.0f}  max {r['max']:6.0f}")

@@ -7,6 +7,7 @@ one folder per target: gray.npy and colour.npy (the found states), latents.npy (
 pixel_logits.npy, run.json (energies, outputs, curve), best.png and energy.png.
 The search itself is `search.probe` (docs/search.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,12 @@ from jaxprobe.search.spaces import ProbeConfig, ProbeResult, probe
 
 NAME = "probe"
 HELP = "search the generator's latent space (or pixels) for states of interest"
-DESCRIPTION = ("Minimise target(agent(G(z))) + alpha/2 ||u||^2 for --num latents at once with Adam; or, with "
-               "--space pixel, the paper's baseline that optimises the agent's input directly. Targets: T+, T-, "
-               "T+-, S+, S-, S+-, action:N, not-action:N, or module:function (your own energy of one state's "
-               "outputs dict).")
+DESCRIPTION = (
+  "Minimise target(agent(G(z))) + alpha/2 ||u||^2 for --num latents at once with Adam; or, with "
+  "--space pixel, the paper's baseline that optimises the agent's input directly. Targets: T+, T-, "
+  "T+-, S+, S-, S+-, action:N, not-action:N, or module:function (your own energy of one state's "
+  "outputs dict)."
+)
 SHOW = 16  # lowest-energy states drawn in best.png
 
 
@@ -52,9 +55,16 @@ def safe_name(target: str) -> str:
   return re.sub(r"[^A-Za-z0-9_]", lambda m: {"+": "plus", "-": "minus", ":": "_"}.get(m.group(), "_"), target)
 
 
-def write_run(out: str | Path, agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig,
-              results: Sequence[ProbeResult], agent_path: str = "", generator_path: str = "",
-              show: int = SHOW) -> Path:
+def write_run(
+  out: str | Path,
+  agent: Agent,
+  generator: GeneratorBundle | None,
+  config: ProbeConfig,
+  results: Sequence[ProbeResult],
+  agent_path: str = "",
+  generator_path: str = "",
+  show: int = SHOW,
+) -> Path:
   """Per target a folder of arrays, a JSON and two images; `probe.json` describes the run."""
   out = prepare_out_dir(out)
   head = agent.spec.action_head
@@ -77,24 +87,53 @@ def write_run(out: str | Path, agent: Agent, generator: GeneratorBundle | None, 
       captions.append(f"#{i} E={r.energy_end[i]:.2f} a={r.greedy[i]}")
     save_png(folder / "best.png", grid(tiles, captions, cols=4))
     plot_energy(folder / "energy.png", r)
-    record = dict(target=r.target, reads=r.reads, space=config.space, num=len(r.gray), steps=config.steps,
-                  energy_start_mean=float(r.energy_start.mean()), energy_end_mean=float(r.energy_end.mean()),
-                  energy_end_best=float(r.energy_end.min()),
-                  greedy_action_histogram=np.bincount(r.greedy, minlength=agent.spec.num_actions).tolist(),
-                  spread=spread(r.gray), seconds=round(r.seconds, 2), compile_s=round(r.compile_s, 2),
-                  state_steps_per_s=round(len(r.gray) * config.steps / r.seconds, 1),
-                  states_per_s=round(len(r.gray) / r.seconds, 2), best_first=order.tolist(),
-                  energy_start=r.energy_start.round(5).tolist(), energy_end=r.energy_end.round(5).tolist(),
-                  greedy_action=r.greedy.tolist(),
-                  outputs={k: np.asarray(v).round(5).tolist() for k, v in r.outputs.items()},
-                  curve=np.asarray(r.curve).round(5).tolist())
+    record = dict(
+      target=r.target,
+      reads=r.reads,
+      space=config.space,
+      num=len(r.gray),
+      steps=config.steps,
+      energy_start_mean=float(r.energy_start.mean()),
+      energy_end_mean=float(r.energy_end.mean()),
+      energy_end_best=float(r.energy_end.min()),
+      greedy_action_histogram=np.bincount(r.greedy, minlength=agent.spec.num_actions).tolist(),
+      spread=spread(r.gray),
+      seconds=round(r.seconds, 2),
+      compile_s=round(r.compile_s, 2),
+      state_steps_per_s=round(len(r.gray) * config.steps / r.seconds, 1),
+      states_per_s=round(len(r.gray) / r.seconds, 2),
+      best_first=order.tolist(),
+      energy_start=r.energy_start.round(5).tolist(),
+      energy_end=r.energy_end.round(5).tolist(),
+      greedy_action=r.greedy.tolist(),
+      outputs={k: np.asarray(v).round(5).tolist() for k, v in r.outputs.items()},
+      curve=np.asarray(r.curve).round(5).tolist(),
+    )
     write_json(folder / "run.json", record, indent=None)
-    summary.append({k: record[k] for k in ("target", "reads", "energy_start_mean", "energy_end_mean",
-                                           "greedy_action_histogram", "seconds", "compile_s", "state_steps_per_s",
-                                           "states_per_s")} | dict(folder=folder.name))
-  meta = dict(agent=dict(path=agent_path, fingerprint=fingerprint(agent.params), **agent.spec.to_json()),
-              generator=None if generator is None else dict(path=generator_path, **dataclasses.asdict(generator.spec)),
-              config=to_dict(config), devices=[str(d) for d in jax.devices()], targets=summary)
+    summary.append(
+      {
+        k: record[k]
+        for k in (
+          "target",
+          "reads",
+          "energy_start_mean",
+          "energy_end_mean",
+          "greedy_action_histogram",
+          "seconds",
+          "compile_s",
+          "state_steps_per_s",
+          "states_per_s",
+        )
+      }
+      | dict(folder=folder.name)
+    )
+  meta = dict(
+    agent=dict(path=agent_path, fingerprint=fingerprint(agent.params), **agent.spec.to_json()),
+    generator=None if generator is None else dict(path=generator_path, **dataclasses.asdict(generator.spec)),
+    config=to_dict(config),
+    devices=[str(d) for d in jax.devices()],
+    targets=summary,
+  )
   write_json(out / "probe.json", meta)
   return out
 
@@ -102,8 +141,10 @@ def write_run(out: str | Path, agent: Agent, generator: GeneratorBundle | None, 
 def plot_energy(path: Path, r: ProbeResult) -> None:
   """The mean energy over the rows against the optimisation step."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(4.5, 2.8), dpi=110)
   ax.plot(np.arange(1, len(r.curve) + 1), r.curve, color="tab:red")
   ax.set_xlabel("optimisation step")
@@ -117,15 +158,19 @@ def plot_energy(path: Path, r: ProbeResult) -> None:
 
 def summary_table(results: Sequence[ProbeResult]) -> str:
   """One line per target: energies, times, throughput, spread and the greedy actions of the found states."""
-  lines = [f"{'target':14s} {'energy before':>14s} {'energy after':>13s} {'search s':>9s} {'compile s':>9s} "
-           f"{'states/s':>9s} {'latent-steps/s':>14s} {'spread':>8s}  greedy actions"]
+  lines = [
+    f"{'target':14s} {'energy before':>14s} {'energy after':>13s} {'search s':>9s} {'compile s':>9s} "
+    f"{'states/s':>9s} {'latent-steps/s':>14s} {'spread':>8s}  greedy actions"
+  ]
   for r in results:
     hist = np.bincount(r.greedy)
     steps = len(r.curve)
-    lines.append(f"{r.target:14s} {r.energy_start.mean():14.3f} {r.energy_end.mean():13.3f} {r.seconds:9.2f} "
-                 f"{r.compile_s:9.2f} {len(r.gray) / r.seconds:9.1f} {len(r.gray) * steps / r.seconds:14.0f} "
-                 f"{spread(r.gray):8.1e}  "
-                 f"{' '.join(f'{a}:{n}' for a, n in enumerate(hist) if n)}")
+    lines.append(
+      f"{r.target:14s} {r.energy_start.mean():14.3f} {r.energy_end.mean():13.3f} {r.seconds:9.2f} "
+      f"{r.compile_s:9.2f} {len(r.gray) / r.seconds:9.1f} {len(r.gray) * steps / r.seconds:14.0f} "
+      f"{spread(r.gray):8.1e}  "
+      f"{' '.join(f'{a}:{n}' for a, n in enumerate(hist) if n)}"
+    )
   lines.append("(spread: mean squared difference between two found states, in [0, 1] units; near 0: one state)")
   return "\n".join(lines)
 

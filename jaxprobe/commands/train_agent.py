@@ -6,6 +6,7 @@ The YAML config's `algorithm` field picks the trainer (`agents.dqn` or `agents.p
 the run directory gets config.yaml, checkpoints (latest only), curve.csv, curve.png and
 agent/ (load it with `--agent DIR/agent`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,11 @@ from jaxprobe.runs import RunDir, drive, plot_curve
 
 NAME = "train-agent"
 HELP = "train a DQN or PPO agent on an envpool Atari game"
-DESCRIPTION = ("Train an agent from a YAML config (its 'algorithm' field is dqn or ppo). The run directory gets "
-               "config.yaml, resumable checkpoints (latest only), curve.csv, curve.png and agent/ (load it with "
-               "--agent DIR/agent).")
+DESCRIPTION = (
+  "Train an agent from a YAML config (its 'algorithm' field is dqn or ppo). The run directory gets "
+  "config.yaml, resumable checkpoints (latest only), curve.csv, curve.png and agent/ (load it with "
+  "--agent DIR/agent)."
+)
 
 ALGORITHMS = {"ppo": ppo, "dqn": dqn}
 CONFIGS = {"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig}
@@ -60,25 +63,51 @@ def train_agent(algorithm: str, config: Any, out: str | Path, resume: bool = Fal
   module = ALGORITHMS[algorithm]
   run = RunDir(out, algorithm, config, resume)
   spec = module.agent_spec(config, num_actions(config.env_id))
-  optimizer = ppo.make_optimizer(config, ppo.num_updates(config)) if algorithm == "ppo" else \
-      dqn.make_optimizer(config)
+  optimizer = ppo.make_optimizer(config, ppo.num_updates(config)) if algorithm == "ppo" else dqn.make_optimizer(config)
   state = module.init_state(spec, config, optimizer)
   if resume:
     state = run.resume(state)
 
   def save(state, step, wall):
     run.save(step, state, dict(step=step, wall_time=wall))
-    plot_curve(run.curve_file, run.path / "curve.png", ["episode_return"], f"{SAVED_AS[algorithm]} {config.env_id}",
-               "mean score of the last 20 games", "agent steps (4 frames each)")
-    save_agent(run.path / "agent", Agent(spec, state.params, plain(dict(
-        algorithm=SAVED_AS[algorithm], steps=step, wall_time_s=round(wall, 1), seed=config.seed,
-        config=to_dict(config)))))
+    plot_curve(
+      run.curve_file,
+      run.path / "curve.png",
+      ["episode_return"],
+      f"{SAVED_AS[algorithm]} {config.env_id}",
+      "mean score of the last 20 games",
+      "agent steps (4 frames each)",
+    )
+    save_agent(
+      run.path / "agent",
+      Agent(
+        spec,
+        state.params,
+        plain(
+          dict(
+            algorithm=SAVED_AS[algorithm],
+            steps=step,
+            wall_time_s=round(wall, 1),
+            seed=config.seed,
+            config=to_dict(config),
+          )
+        ),
+      ),
+    )
 
   end = config.total_steps if config.stop_after <= 0 else min(config.total_steps, config.stop_after)
-  state, _ = drive(run, module.updates(config, spec, state), state, end=end,
-                   log_every=config.log_every, checkpoint_every=config.checkpoint_every, save=save,
-                   desc=f"{algorithm.upper()} {config.env_id}", progress=progress,
-                   postfix=("episode_return", "epsilon"))
+  state, _ = drive(
+    run,
+    module.updates(config, spec, state),
+    state,
+    end=end,
+    log_every=config.log_every,
+    checkpoint_every=config.checkpoint_every,
+    save=save,
+    desc=f"{algorithm.upper()} {config.env_id}",
+    progress=progress,
+    postfix=("episode_return", "epsilon"),
+  )
   run.close()
   return Agent(spec, jax.device_get(state.params))
 

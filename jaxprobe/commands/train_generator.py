@@ -7,6 +7,7 @@ The run directory gets config.yaml, checkpoints (latest only), curve.csv and cur
 reconstructions.png (real states beside G(E(x)), the agent's action on each) and
 generator/, which every later command loads. The loss and its values: docs/generator.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,19 +24,27 @@ from jaxprobe.commands import flags
 from jaxprobe.config import load_config, to_dict
 from jaxprobe.files import plain, save_png
 from jaxprobe.generator.spec import GeneratorBundle, save_generator
-from jaxprobe.generator.train import (GeneratorConfig, check_inputs, generator_spec, init_state, latent_statistics,
-                                      updates)
+from jaxprobe.generator.train import (
+  GeneratorConfig,
+  check_inputs,
+  generator_spec,
+  init_state,
+  latent_statistics,
+  updates,
+)
 from jaxprobe.parallel import batch_mesh
 from jaxprobe.report.images import grid
 from jaxprobe.runs import RunDir, drive, plot_curve
 
 NAME = "train-generator"
 HELP = "train the state generator on an agent's dataset"
-DESCRIPTION = ("Train the VAE-like generator with the saliency-weighted reconstruction, agent-perception and KL "
-               "losses (the config's 'ablation' picks full, vae, saliency or perception). Resumable; writes "
-               "curve.csv/png, reconstructions.png and generator/.")
-SHEET_STATES = 8       # real states shown beside their reconstructions
-STATS_STATES = 2048    # real states whose encodings give the latent coordinates
+DESCRIPTION = (
+  "Train the VAE-like generator with the saliency-weighted reconstruction, agent-perception and KL "
+  "losses (the config's 'ablation' picks full, vae, saliency or perception). Resumable; writes "
+  "curve.csv/png, reconstructions.png and generator/."
+)
+SHEET_STATES = 8  # real states shown beside their reconstructions
+STATS_STATES = 2048  # real states whose encodings give the latent coordinates
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,14 +66,17 @@ def reconstruction_sheet(bundle: GeneratorBundle, agent: Agent, sample: dict) ->
   recon_action = np.argmax(np.asarray(agent.spec.apply(agent.params, out["agent_view"])[head]), -1)
   up = lambda a: np.kron((np.clip(a, 0, 1) * 255).astype(np.uint8), np.ones((2, 2, 1), np.uint8))
   real = sample["colour"].astype(np.float32) / 255.0
-  tiles = [np.concatenate([up(real[i, ..., -3:]), up(np.asarray(out["colour"][i, ..., -3:]))], axis=1)
-           for i in range(len(real))]
+  tiles = [
+    np.concatenate([up(real[i, ..., -3:]), up(np.asarray(out["colour"][i, ..., -3:]))], axis=1)
+    for i in range(len(real))
+  ]
   captions = [f"real a={a}  recon a={b}" for a, b in zip(real_action, recon_action)]
   return grid(tiles, captions, cols=4)
 
 
-def train_generator(config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Path, resume: bool = False,
-                    progress: bool = True) -> GeneratorBundle:
+def train_generator(
+  config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Path, resume: bool = False, progress: bool = True
+) -> GeneratorBundle:
   """Trains (or resumes) a generator in run directory `out`; returns it."""
   mesh = batch_mesh()
   check_inputs(config, dataset, agent, mesh)
@@ -86,21 +98,54 @@ def train_generator(config: GeneratorConfig, dataset: Dataset, agent: Agent, out
 
   def save(state, step, wall):
     run.save(step, state, dict(step=step, wall_time=wall))
-    plot_curve(run.curve_file, run.path / "curve.png", ["loss", "L_p", "L_a", "KL"],
-               f"generator ({config.ablation}) on {agent.spec.env_id}", "loss (summed per state)", log_y=True)
+    plot_curve(
+      run.curve_file,
+      run.path / "curve.png",
+      ["loss", "L_p", "L_a", "KL"],
+      f"generator ({config.ablation}) on {agent.spec.env_id}",
+      "loss (summed per state)",
+      log_y=True,
+    )
     variables = bundle(state).variables
-    save_generator(run.path / "generator", GeneratorBundle(spec, variables, plain(dict(
-        steps=step, wall_time_s=round(wall, 1), ablation=config.ablation, beta=beta, eta=eta, lam=config.lam,
-        loss_reduction="sum per state, mean over batch", dataset=str(dataset.path), config=to_dict(config),
-        **latent_statistics(spec.network(config.conv_impl), variables, stats_colour)))))
+    save_generator(
+      run.path / "generator",
+      GeneratorBundle(
+        spec,
+        variables,
+        plain(
+          dict(
+            steps=step,
+            wall_time_s=round(wall, 1),
+            ablation=config.ablation,
+            beta=beta,
+            eta=eta,
+            lam=config.lam,
+            loss_reduction="sum per state, mean over batch",
+            dataset=str(dataset.path),
+            config=to_dict(config),
+            **latent_statistics(spec.network(config.conv_impl), variables, stats_colour),
+          )
+        ),
+      ),
+    )
 
   def draw(state, step):
     save_png(run.path / "reconstructions.png", reconstruction_sheet(bundle(state), agent, sample))
 
-  state, _ = drive(run, updates(config, dataset, agent, state, mesh), state, end=config.total_steps,
-                   log_every=config.log_every, checkpoint_every=config.checkpoint_every, save=save,
-                   desc=f"generator {config.ablation}", progress=progress, postfix=("loss", "L_a"),
-                   finite=("loss",), every=((config.image_every, draw),))
+  state, _ = drive(
+    run,
+    updates(config, dataset, agent, state, mesh),
+    state,
+    end=config.total_steps,
+    log_every=config.log_every,
+    checkpoint_every=config.checkpoint_every,
+    save=save,
+    desc=f"generator {config.ablation}",
+    progress=progress,
+    postfix=("loss", "L_a"),
+    finite=("loss",),
+    every=((config.image_every, draw),),
+  )
   draw(state, config.total_steps)
   run.close()
   return bundle(state)
@@ -112,5 +157,7 @@ def run(args: argparse.Namespace) -> None:
   agent = load_agent(args.agent)
   dataset = open_dataset(args.dataset)
   train_generator(config, dataset, agent, args.out, resume=args.resume, progress=not args.quiet)
-  print(f"trained the {config.ablation} generator: {args.out}/generator, curves in {args.out}/curve.png, "
-        f"samples in {args.out}/reconstructions.png")
+  print(
+    f"trained the {config.ablation} generator: {args.out}/generator, curves in {args.out}/curve.png, "
+    f"samples in {args.out}/reconstructions.png"
+  )

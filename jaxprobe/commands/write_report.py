@@ -1,7 +1,8 @@
 """`jaxprobe report`: one self-contained HTML file of probe runs and rollout evidence.
 
-    jaxprobe report runs/probe runs/probe_pixel --dataset data/seaquest --out report.html
+jaxprobe report runs/probe runs/probe_pixel --dataset data/seaquest --out report.html
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,11 @@ from jaxprobe.report.html import build_report, load_run
 
 NAME = "report"
 HELP = "one self-contained HTML report of probe runs and rollout evidence"
-DESCRIPTION = ("For each target of the given probe runs: the best states with the agent's outputs, their nearest "
-               "real states (by pixels and by target value), the novelty histogram, latent and pixel-space runs side "
-               "by side; then how the agent's real games end.")
+DESCRIPTION = (
+  "For each target of the given probe runs: the best states with the agent's outputs, their nearest "
+  "real states (by pixels and by target value), the novelty histogram, latent and pixel-space runs side "
+  "by side; then how the agent's real games end."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ about RAM[102] / 2 pixels (64 = full). Against RAM on real play the reading is w
 of full (tests/test_report.py). The reading is the bar's mean brightness over its full-length
 window, in [0, 1], so the blurry bars a generator draws get fractional readings.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -17,11 +18,11 @@ import numpy as np
 class Gauge(NamedTuple):
   """Where a game draws a bar gauge in the newest frame, and its empty and full levels."""
 
-  rows: tuple[int, int]   # [start, stop) in the 84x84 frame
+  rows: tuple[int, int]  # [start, stop) in the 84x84 frame
   cols: tuple[int, int]
-  channel: int            # R, G or B of the newest frame of the colour stack
-  empty: float            # channel value where the bar is absent
-  full: float             # channel value of the bar
+  channel: int  # R, G or B of the newest frame of the colour stack
+  empty: float  # channel value where the bar is absent
+  full: float  # channel value of the bar
 
 
 GAUGES = {"Seaquest-v5": {"oxygen": Gauge(rows=(68, 70), cols=(26, 58), channel=1, empty=57.0, full=214.0)}}
@@ -42,6 +43,7 @@ def gauge_summary(colour: np.ndarray, env_id: str, low: float = LOW) -> dict:
   summary = {}
   for name, gauge in GAUGES.get(env_id, {}).items():
     level = read_gauge(colour, gauge)
-    summary[name] = dict(mean=float(level.mean()), share_low=float(np.mean(level <= low)), low=low,
-                         states=int(len(level)))
+    summary[name] = dict(
+      mean=float(level.mean()), share_low=float(np.mean(level <= low)), low=low, states=int(len(level))
+    )
   return summary

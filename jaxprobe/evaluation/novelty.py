@@ -9,6 +9,7 @@ matrix product per chunk, keeping each query's `k` best candidates), then the
 candidates are re-ranked exactly on the host, so the result equals a brute-force
 search.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,23 +19,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DIFFERENT_ABOVE = 0.25   # a pixel differs if some frame differs by more than 25% of the 0-255 range
+DIFFERENT_ABOVE = 0.25  # a pixel differs if some frame differs by more than 25% of the 0-255 range
 BUCKETS = np.linspace(0.0, 1.0, 11)  # histogram of the fraction of differing pixels, 10% wide
 
 
 class Novelty(NamedTuple):
   """How far each synthesized state lies from the nearest real state."""
 
-  nearest: np.ndarray          # (M,) index of the nearest real state (MSE)
-  mse: np.ndarray              # (M,) its mean squared error, in [0, 1] units
+  nearest: np.ndarray  # (M,) index of the nearest real state (MSE)
+  mse: np.ndarray  # (M,) its mean squared error, in [0, 1] units
   fraction_different: np.ndarray  # (M,) fraction of pixels that differ from it
-  histogram: np.ndarray        # (10,) states per 10% bucket of fraction_different
+  histogram: np.ndarray  # (10,) states per 10% bucket of fraction_different
 
   def summary(self) -> dict:
     """Means and the histogram, as plain JSON data."""
-    return dict(mean_fraction_different=float(self.fraction_different.mean()),
-                mean_mse=float(self.mse.mean()), histogram=self.histogram.tolist(),
-                buckets=[f"{int(a * 100)}-{int(b * 100)}%" for a, b in zip(BUCKETS[:-1], BUCKETS[1:])])
+    return dict(
+      mean_fraction_different=float(self.fraction_different.mean()),
+      mean_mse=float(self.mse.mean()),
+      histogram=self.histogram.tolist(),
+      buckets=[f"{int(a * 100)}-{int(b * 100)}%" for a, b in zip(BUCKETS[:-1], BUCKETS[1:])],
+    )
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -45,13 +49,15 @@ def _chunk_candidates(queries: jax.Array, q_norms: jax.Array, chunk: jax.Array, 
   return -neg, idx
 
 
-def nearest_states(queries: np.ndarray, reference: np.ndarray, chunk: int = 2048, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def nearest_states(
+  queries: np.ndarray, reference: np.ndarray, chunk: int = 2048, k: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
   """Index and MSE of each query's nearest reference state; `(M, ...)` and `(N, ...)` uint8 arrays."""
   q = jnp.asarray(queries, jnp.float32).reshape(len(queries), -1) / 255.0
   q_norms = jnp.sum(q * q, axis=1)
   best_d, best_i = [], []
   for start in range(0, len(reference), chunk):
-    d, i = _chunk_candidates(q, q_norms, jnp.asarray(np.asarray(reference[start:start + chunk])), k)
+    d, i = _chunk_candidates(q, q_norms, jnp.asarray(np.asarray(reference[start : start + chunk])), k)
     best_d.append(np.asarray(d))
     best_i.append(np.asarray(i) + start)
   candidates = np.concatenate(best_i, axis=1)
@@ -60,8 +66,12 @@ def nearest_states(queries: np.ndarray, reference: np.ndarray, chunk: int = 2048
   candidates = np.take_along_axis(candidates, keep, axis=1)
   # Exact re-ranking in float64: immune to the cancellation in ||a||^2 + ||b||^2 - 2ab.
   qf = np.asarray(queries, np.float64).reshape(len(queries), -1) / 255.0
-  exact = np.stack([((np.asarray(reference[c], np.float64).reshape(len(c), -1) / 255.0 - qf[m]) ** 2).mean(1)
-                    for m, c in enumerate(candidates)])
+  exact = np.stack(
+    [
+      ((np.asarray(reference[c], np.float64).reshape(len(c), -1) / 255.0 - qf[m]) ** 2).mean(1)
+      for m, c in enumerate(candidates)
+    ]
+  )
   pick = np.argmin(exact, axis=1)
   return candidates[np.arange(len(queries)), pick], exact[np.arange(len(queries)), pick]
 

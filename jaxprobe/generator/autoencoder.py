@@ -23,6 +23,7 @@ window, and, with batch norm on running statistics (`train=False`, as in the sea
 every layer only the rows and columns the next one reads (about half the decoder's work).
 In training, batch statistics need the whole maps of the normalised layers.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,6 +49,7 @@ def to_agent_view(colour_stack: jnp.ndarray) -> jnp.ndarray:
 
 class Generator(nn.Module):
   """Encoder to a Gaussian latent, decoder back to a colour stack; see the module docstring."""
+
   latent_dim: int = 100
   widths: Sequence[int] = (32, 64, 128, 256)
   channels: int = 12
@@ -103,8 +105,9 @@ class Generator(nn.Module):
       windows.insert(0, ((0, size),) * 2 if train else self.dec_ups[i + 1].input_window(windows[0], (size, size)))
     return windows
 
-  def __call__(self, colour_stack: jnp.ndarray, train: bool = False,
-               sample: bool | None = None) -> dict[str, jnp.ndarray]:
+  def __call__(
+    self, colour_stack: jnp.ndarray, train: bool = False, sample: bool | None = None
+  ) -> dict[str, jnp.ndarray]:
     """Encode, draw z (from the `latent` rng when sampling, which defaults to `train`), decode.
 
     Returns `mean`, `logvar`, `z`, `colour` (the reconstruction) and `agent_view` (its

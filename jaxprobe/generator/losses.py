@@ -8,6 +8,7 @@ and lambda keep the paper's meaning ("relative to a summed squared error"):
   policy logits for actor-critic agents) on the real state and on the reconstruction;
 - KL: KL(N(mean, exp(logvar)) || N(0, I)), summed over latent dimensions.
 """
+
 from __future__ import annotations
 
 import chex

@@ -5,6 +5,7 @@ score against its own score on the same games. Fidelity: state by state on a dat
 how often the agent's greedy action survives, the distance of its outputs, and the
 reconstruction error on salient pixels and elsewhere.
 """
+
 from __future__ import annotations
 
 import jax
@@ -25,19 +26,34 @@ def reconstruct_fn(generator: GeneratorBundle):
   return lambda colour: reconstruct(generator.variables, colour)
 
 
-def goggles(agent: Agent, generator: GeneratorBundle, episodes: int, env_id: str | None = None,
-            epsilon: float = 0.01, seed: int = 0, progress: bool = True) -> dict:
+def goggles(
+  agent: Agent,
+  generator: GeneratorBundle,
+  episodes: int,
+  env_id: str | None = None,
+  epsilon: float = 0.01,
+  seed: int = 0,
+  progress: bool = True,
+) -> dict:
   """The agent's score with and without goggles on the same games (same seeds)."""
   check_same_agent(agent, generator=generator)
   own = evaluate(agent, episodes, env_id, epsilon, seed, progress=progress).summary()
-  seen = evaluate(agent, episodes, env_id, epsilon, seed, progress=progress,
-                  observe=reconstruct_fn(generator)).summary()
-  return dict(agent=own, goggles=seen, env_id=env_id or agent.spec.env_id, epsilon=epsilon, seed=seed,
-              generator=generator.metadata.get("ablation", "?"))
+  seen = evaluate(
+    agent, episodes, env_id, epsilon, seed, progress=progress, observe=reconstruct_fn(generator)
+  ).summary()
+  return dict(
+    agent=own,
+    goggles=seen,
+    env_id=env_id or agent.spec.env_id,
+    epsilon=epsilon,
+    seed=seed,
+    generator=generator.metadata.get("ablation", "?"),
+  )
 
 
-def fidelity(agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: int = 1000, batch: int = 100,
-             seed: int = 0) -> dict:
+def fidelity(
+  agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: int = 1000, batch: int = 100, seed: int = 0
+) -> dict:
   """How much of what the agent reads survives G(E(x)), on `num` real states of `dataset`.
 
   Finer than goggles' game score, which saturates where the agent still plays well on
@@ -51,8 +67,10 @@ def fidelity(agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: in
     raise UserError(f"--states must be positive, got {num}")
   game = dataset.manifest["agent"]["env_id"]
   if game != agent.spec.env_id:
-    raise UserError(f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
-                    "use a dataset of the agent's game")
+    raise UserError(
+      f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
+      "use a dataset of the agent's game"
+    )
   idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
   head = agent.spec.action_head
 
@@ -62,19 +80,32 @@ def fidelity(agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: in
     real, recon = (agent.spec.apply(agent.params, x)[head] for x in (gray, out["agent_view"]))
     error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
     salient = mask > 0.5
-    return dict(agree=(real.argmax(-1) == recon.argmax(-1)).sum(), l_a=losses.perception(real, recon).sum(),
-                err_salient=(error * salient).sum(), n_salient=salient.sum(),
-                err_rest=(error * ~salient).sum(), n_rest=(~salient).sum())
+    return dict(
+      agree=(real.argmax(-1) == recon.argmax(-1)).sum(),
+      l_a=losses.perception(real, recon).sum(),
+      err_salient=(error * salient).sum(),
+      n_salient=salient.sum(),
+      err_rest=(error * ~salient).sum(),
+      n_rest=(~salient).sum(),
+    )
 
   totals: dict[str, float] = {}
   for start in range(0, len(idx), batch):
-    rows = idx[start:start + batch]
-    part = compare(generator.variables, jnp.asarray(dataset["colour"][rows]), np.asarray(dataset["gray"][rows]),
-                   np.asarray(dataset["mask"][rows]))
+    rows = idx[start : start + batch]
+    part = compare(
+      generator.variables,
+      jnp.asarray(dataset["colour"][rows]),
+      np.asarray(dataset["gray"][rows]),
+      np.asarray(dataset["mask"][rows]),
+    )
     for k, v in jax.device_get(part).items():
       totals[k] = totals.get(k, 0.0) + float(v)
   n = len(idx)
-  return dict(states=n, action_agreement=totals["agree"] / n, L_a=totals["l_a"] / n,
-              mse_salient=totals["err_salient"] / max(totals["n_salient"], 1.0),
-              mse_rest=totals["err_rest"] / max(totals["n_rest"], 1.0),
-              salient_share=totals["n_salient"] / (totals["n_salient"] + totals["n_rest"]))
+  return dict(
+    states=n,
+    action_agreement=totals["agree"] / n,
+    L_a=totals["l_a"] / n,
+    mse_salient=totals["err_salient"] / max(totals["n_salient"], 1.0),
+    mse_rest=totals["err_rest"] / max(totals["n_rest"], 1.0),
+    salient_share=totals["n_salient"] / (totals["n_salient"] + totals["n_rest"]),
+  )

@@ -4,6 +4,7 @@
 formulation), the image size, and which agent, game and dataset it was trained for,
 so later stages can refuse to mix a generator with another agent (`check_same_agent`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,13 @@ class GeneratorSpec:
 
   def network(self, conv_impl: str = "auto") -> Generator:
     """The Flax module; `conv_impl` changes how it computes, never its parameters."""
-    return Generator(latent_dim=self.latent_dim, widths=self.widths, channels=self.channels,
-                     upsample=self.upsample, conv_impl=conv_impl)
+    return Generator(
+      latent_dim=self.latent_dim,
+      widths=self.widths,
+      channels=self.channels,
+      upsample=self.upsample,
+      conv_impl=conv_impl,
+    )
 
   def init(self, key: jax.Array) -> dict:
     """Fresh variables `{"params", "batch_stats"}` drawn with `key`."""
@@ -52,7 +58,7 @@ class GeneratorBundle:
   """A generator: its spec, variables `{"params", "batch_stats"}` and training metadata."""
 
   spec: GeneratorSpec
-  variables: Any            # {"params": ..., "batch_stats": ...}
+  variables: Any  # {"params": ..., "batch_stats": ...}
   metadata: dict = dataclasses.field(default_factory=dict)
 
   def latent_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
@@ -84,16 +90,22 @@ def check_same_agent(agent: Agent, dataset: Dataset | None = None, generator: Ge
   """A UserError unless `dataset` was collected and `generator` trained for `agent` (same params)."""
   ours = fingerprint(agent.params)
   if dataset is not None and dataset.agent_fingerprint != ours:
-    raise UserError(f"dataset {dataset.path} was collected by another agent (fingerprint "
-                    f"{dataset.agent_fingerprint}, this agent's is {ours}); use this agent's dataset or "
-                    "collect one with it")
+    raise UserError(
+      f"dataset {dataset.path} was collected by another agent (fingerprint "
+      f"{dataset.agent_fingerprint}, this agent's is {ours}); use this agent's dataset or "
+      "collect one with it"
+    )
   if generator is not None:
     if generator.spec.env_id != agent.spec.env_id:
-      raise UserError(f"the generator was trained on {generator.spec.env_id} but the agent plays "
-                      f"{agent.spec.env_id}; use a generator trained for this agent")
+      raise UserError(
+        f"the generator was trained on {generator.spec.env_id} but the agent plays "
+        f"{agent.spec.env_id}; use a generator trained for this agent"
+      )
     if generator.spec.agent_fingerprint != ours:
-      raise UserError(f"the generator was trained for another agent (fingerprint {generator.spec.agent_fingerprint}, "
-                      f"this agent's is {ours}); use the agent it was trained with")
+      raise UserError(
+        f"the generator was trained for another agent (fingerprint {generator.spec.agent_fingerprint}, "
+        f"this agent's is {ours}); use the agent it was trained with"
+      )
 
 
 def save_generator(path: str | Path, bundle: GeneratorBundle) -> Path:
@@ -106,25 +118,35 @@ def load_generator(path: str | Path, expect: GeneratorSpec | None = None) -> Gen
   """Loads a generator; with `expect`, refuses one whose latent size or image size differ."""
   meta = read_spec(path, SPEC_FILE, "generator checkpoint", FORMAT_VERSION)
   try:
-    spec = GeneratorSpec(latent_dim=int(meta["latent_dim"]), widths=tuple(meta["widths"]),
-                         channels=int(meta["channels"]), upsample=meta["upsample"],
-                         image_shape=tuple(meta["image_shape"]), env_id=meta["env_id"],
-                         agent_fingerprint=meta["agent_fingerprint"])
+    spec = GeneratorSpec(
+      latent_dim=int(meta["latent_dim"]),
+      widths=tuple(meta["widths"]),
+      channels=int(meta["channels"]),
+      upsample=meta["upsample"],
+      image_shape=tuple(meta["image_shape"]),
+      env_id=meta["env_id"],
+      agent_fingerprint=meta["agent_fingerprint"],
+    )
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"generator checkpoint {path}: {SPEC_FILE} lacks a valid field ({e})") from None
   if spec.image_shape != COLOUR_STACK_SHAPE:
-    raise UserError(f"generator checkpoint {path} makes {'x'.join(map(str, spec.image_shape))} images; jaxprobe's "
-                    f"agents read {'x'.join(map(str, COLOUR_STACK_SHAPE))} colour stacks; use a generator trained by "
-                    "jaxprobe")
+    raise UserError(
+      f"generator checkpoint {path} makes {'x'.join(map(str, spec.image_shape))} images; jaxprobe's "
+      f"agents read {'x'.join(map(str, COLOUR_STACK_SHAPE))} colour stacks; use a generator trained by "
+      "jaxprobe"
+    )
   if expect is not None:
     for field in ("latent_dim", "image_shape", "widths", "upsample"):
       if getattr(spec, field) != getattr(expect, field):
-        raise UserError(f"generator checkpoint {path} has {field} {getattr(spec, field)}, the config says "
-                        f"{getattr(expect, field)}; use a matching config or another checkpoint")
+        raise UserError(
+          f"generator checkpoint {path} has {field} {getattr(spec, field)}, the config says "
+          f"{getattr(expect, field)}; use a matching config or another checkpoint"
+        )
   variables = read_tree(path, "generator checkpoint")
   want = jax.eval_shape(spec.init, jax.random.key(0))
   got_shapes = jax.tree_util.tree_map(np.shape, variables)
   if jax.tree_util.tree_map(lambda a: tuple(a.shape), want) != got_shapes:
-    raise UserError(f"generator checkpoint {path}: its parameters do not fit the network its "
-                    f"{SPEC_FILE} describes; save it again")
+    raise UserError(
+      f"generator checkpoint {path}: its parameters do not fit the network its {SPEC_FILE} describes; save it again"
+    )
   return GeneratorBundle(spec, jax.tree_util.tree_map(np.asarray, variables), meta.get("metadata", {}))

@@ -7,6 +7,7 @@ batch), so one CPU, several virtual CPUs, one GPU or a TPU slice run the same
 code and the same arithmetic. `updates` yields after every step and writes
 nothing; `jaxprobe train-generator` runs it through a run directory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,9 +35,9 @@ class GeneratorConfig:
   """The generator's loss weights, network and schedule (docs/generator.md, sections 'Loss' and 'Training')."""
 
   ablation: Literal["full", "vae", "saliency", "perception"] = "full"
-  beta: float = 4.0        # saliency weight in L_p (used by full and saliency)
-  eta: float = 1e3         # agent-perception weight (used by full and perception)
-  lam: float = 1e-4        # KL weight
+  beta: float = 4.0  # saliency weight in L_p (used by full and saliency)
+  eta: float = 1e3  # agent-perception weight (used by full and perception)
+  lam: float = 1e-4  # KL weight
   latent_dim: int = 100
   widths: tuple[int, ...] = (32, 64, 128, 256)
   upsample: Literal["transpose", "subpixel"] = "transpose"
@@ -68,16 +69,22 @@ class TrainState(NamedTuple):
 
 def generator_spec(config: GeneratorConfig, agent: Agent) -> GeneratorSpec:
   """The spec of the generator `config` trains for `agent`."""
-  return GeneratorSpec(latent_dim=config.latent_dim, widths=config.widths, upsample=config.upsample,
-                       env_id=agent.spec.env_id, agent_fingerprint=fingerprint(agent.params))
+  return GeneratorSpec(
+    latent_dim=config.latent_dim,
+    widths=config.widths,
+    upsample=config.upsample,
+    env_id=agent.spec.env_id,
+    agent_fingerprint=fingerprint(agent.params),
+  )
 
 
 def init_state(spec: GeneratorSpec, config: GeneratorConfig, optimizer) -> TrainState:
   """Fresh variables and optimizer state, seeded by `config.seed`, at step 0."""
   key, init_key = jax.random.split(jax.random.key(config.seed))
   variables = spec.init(init_key)
-  return TrainState(variables["params"], variables["batch_stats"], optimizer.init(variables["params"]), key,
-                    jnp.zeros((), jnp.int32))
+  return TrainState(
+    variables["params"], variables["batch_stats"], optimizer.init(variables["params"]), key, jnp.zeros((), jnp.int32)
+  )
 
 
 def make_loss(network: Generator, agent: Agent, config: GeneratorConfig):
@@ -87,8 +94,9 @@ def make_loss(network: Generator, agent: Agent, config: GeneratorConfig):
 
   def loss(params, batch_stats, agent_params, batch, key):
     real = batch["colour"].astype(jnp.float32) / 255.0
-    out, updated = network.apply({"params": params, "batch_stats": batch_stats}, real, train=True,
-                                 rngs={"latent": key}, mutable=["batch_stats"])
+    out, updated = network.apply(
+      {"params": params, "batch_stats": batch_stats}, real, train=True, rngs={"latent": key}, mutable=["batch_stats"]
+    )
     l_p = losses.reconstruction(real, out["colour"], batch["mask"], beta)
     if eta > 0:
       # The agent is frozen: only the generator learns from its reading of the reconstruction.
@@ -110,7 +118,8 @@ def make_train_step(network: Generator, agent: Agent, config: GeneratorConfig, o
   def train_step(state: TrainState, agent_params, batch):
     key, step_key = jax.random.split(state.key)
     (total, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.batch_stats, agent_params, batch, step_key)
+      state.params, state.batch_stats, agent_params, batch, step_key
+    )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new = TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state, key, state.step + 1)
     return new, dict(loss=total, **terms)
@@ -124,8 +133,9 @@ def latent_statistics(network: Generator, variables: dict, colour: np.ndarray, b
   The search works in these coordinates (docs/generator.md, section 'Latent coordinates').
   """
   encode = jax.jit(lambda v, x: network.apply(v, x.astype(jnp.float32) / 255.0, method="encode")[0])
-  means = np.concatenate([np.asarray(encode(variables, np.asarray(colour[i:i + batch])))
-                          for i in range(0, len(colour), batch)])
+  means = np.concatenate(
+    [np.asarray(encode(variables, np.asarray(colour[i : i + batch]))) for i in range(0, len(colour), batch)]
+  )
   return dict(latent_mean=means.mean(0).round(6).tolist(), latent_std=np.maximum(means.std(0), 1e-3).round(6).tolist())
 
 
@@ -136,8 +146,9 @@ def check_inputs(config: GeneratorConfig, dataset: Dataset, agent: Agent, mesh: 
     raise UserError(f"batch_size {config.batch_size} must be a multiple of the {mesh.size} devices")
 
 
-def updates(config: GeneratorConfig, dataset: Dataset, agent: Agent, state: TrainState,
-            mesh: jax.sharding.Mesh) -> Iterator[tuple[TrainState, int, dict]]:
+def updates(
+  config: GeneratorConfig, dataset: Dataset, agent: Agent, state: TrainState, mesh: jax.sharding.Mesh
+) -> Iterator[tuple[TrainState, int, dict]]:
   """Generator training from `state` until `config.total_steps`: yields (state, step, loss terms).
 
   Each item is one jitted Adam step on one global batch, split over the mesh's "batch" axis
@@ -151,8 +162,14 @@ def updates(config: GeneratorConfig, dataset: Dataset, agent: Agent, state: Trai
   agent_params = jax.device_put(agent.params, replicated(mesh))
   step_fn = jax.jit(make_train_step(network, agent, config, optax.adam(config.lr)))
   names = ("colour", "mask", agent.spec.action_head)
-  data = batches(dataset, config.batch_size, seed=config.seed, names=names, start_batch=int(state.step),
-                 sharding=batch_sharding(mesh))
+  data = batches(
+    dataset,
+    config.batch_size,
+    seed=config.seed,
+    names=names,
+    start_batch=int(state.step),
+    sharding=batch_sharding(mesh),
+  )
   try:
     for step in range(int(state.step), config.total_steps):
       state, metrics = step_fn(state, agent_params, next(data))

@@ -3,6 +3,7 @@
 The page is self-contained (images embedded as PNG data, no scripts, no network)
 and every text taken from files is escaped (docs/evaluation.md, section 'Report').
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,9 @@ from jaxprobe.agents.agent import Agent, fingerprint
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
-from jaxprobe.generator.spec import check_same_agent
 from jaxprobe.evaluation.gauges import LOW, gauge_summary
 from jaxprobe.evaluation.novelty import BUCKETS, nearest_by_energy, novelty, spread
+from jaxprobe.generator.spec import check_same_agent
 from jaxprobe.report.images import grid, png_bytes, value_bars
 from jaxprobe.search.targets import describe, get_target
 
@@ -33,7 +34,9 @@ def load_run(path: str | Path) -> dict:
   try:
     meta = json.loads((path / "probe.json").read_text())
   except FileNotFoundError:
-    raise UserError(f"{path} is not a probe run (no probe.json); give directories written by `jaxprobe probe`") from None
+    raise UserError(
+      f"{path} is not a probe run (no probe.json); give directories written by `jaxprobe probe`"
+    ) from None
   except (OSError, json.JSONDecodeError) as e:
     raise UserError(f"{path}/probe.json is unreadable ({type(e).__name__}); run the probe again") from None
   meta["path"] = path
@@ -45,8 +48,10 @@ def check_runs_fit(runs: Sequence[dict], agent: Agent, dataset: Dataset) -> None
   ours = fingerprint(agent.params)
   for run in runs:
     if run["agent"]["fingerprint"] != ours:
-      raise UserError(f"{run['path']} was probed with another agent (fingerprint {run['agent']['fingerprint']}, "
-                      f"not {ours}); a report covers one agent")
+      raise UserError(
+        f"{run['path']} was probed with another agent (fingerprint {run['agent']['fingerprint']}, "
+        f"not {ours}); a report covers one agent"
+      )
   check_same_agent(agent, dataset=dataset)
 
 
@@ -64,8 +69,10 @@ def _frame(colour_or_gray: np.ndarray) -> np.ndarray:
 
 def _histogram_png(hist: np.ndarray, title: str) -> np.ndarray:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=100)
   ax.bar(np.arange(len(hist)), hist, color="tab:purple")
   ax.set_xticks(np.arange(len(hist)), [f"{int(b * 100)}" for b in BUCKETS[:-1]], fontsize=7)
@@ -106,17 +113,26 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     bars = value_bars(q, 168, 30, int(np.argmax(q)))
     bars = np.concatenate([bars, np.full((30, img.shape[1] - 168, 3), 24, np.uint8)], axis=1)
     tiles.append(np.concatenate([img, bars], axis=0))
-    captions.append(f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}")
-  return dict(run=run, novelty=nov.summary(), spread=spread(gray), gauges=gauge_summary(colour, agent.spec.env_id),
-              sheet=grid(tiles, captions, cols=2, caption_height=16),
-              histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
-              by_energy=by_energy is not None)
+    captions.append(
+      f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}"
+    )
+  return dict(
+    run=run,
+    novelty=nov.summary(),
+    spread=spread(gray),
+    gauges=gauge_summary(colour, agent.spec.env_id),
+    sheet=grid(tiles, captions, cols=2, caption_height=16),
+    histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
+    by_energy=by_energy is not None,
+  )
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#1d1d24;background:#fafafa}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#1d1d24;
+background:#fafafa}
 h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-.meta{color:#555;font-size:.9em} table{border-collapse:collapse;margin:1em 0} td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+.meta{color:#555;font-size:.9em} table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
 th{background:#eee} .pair{display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start} figure{margin:0}
 figcaption{font-size:.85em;color:#444;max-width:620px} img{image-rendering:pixelated;border:1px solid #ccc}
 """
@@ -128,14 +144,16 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
   """
   check_runs_fit(runs, agent, dataset)
   e = html.escape
-  parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>jaxprobe report: {e(agent.spec.env_id)}</title>"
-           f"<style>{CSS}</style></head><body>",
-           f"<h1>Weaknesses of the {e(agent.spec.kind)} agent on {e(agent.spec.env_id)}</h1>",
-           f"<p class='meta'>agent {e(runs[0]['agent'].get('path', ''))} (fingerprint {e(fingerprint(agent.params))}); "
-           f"dataset {e(str(dataset.path))} ({len(dataset)} states).</p><p>Each sample shows three frames: "
-           f"<b>the synthesized state</b>, <b>its nearest real state by pixels</b>, and <b>the real state whose "
-           f"target value is closest</b> (newest frame of each stack). The bars under it are the agent's outputs "
-           f"on the synthesized state, its greedy action in orange.</p>"]
+  parts = [
+    f"<!doctype html><html><head><meta charset='utf-8'><title>jaxprobe report: {e(agent.spec.env_id)}</title>"
+    f"<style>{CSS}</style></head><body>",
+    f"<h1>Weaknesses of the {e(agent.spec.kind)} agent on {e(agent.spec.env_id)}</h1>",
+    f"<p class='meta'>agent {e(runs[0]['agent'].get('path', ''))} (fingerprint {e(fingerprint(agent.params))}); "
+    f"dataset {e(str(dataset.path))} ({len(dataset)} states).</p><p>Each sample shows three frames: "
+    f"<b>the synthesized state</b>, <b>its nearest real state by pixels</b>, and <b>the real state whose "
+    f"target value is closest</b> (newest frame of each stack). The bars under it are the agent's outputs "
+    f"on the synthesized state, its greedy action in orange.</p>",
+  ]
   sections = {}
   for run in runs:
     for t in run["targets"]:
@@ -146,30 +164,58 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
     for run, t in entries:
       sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show)
       r, nov = sec["run"], sec["novelty"]
-      summary_rows.append((name, r["space"], r["num"], r["energy_start_mean"], r["energy_end_mean"],
-                           nov["mean_fraction_different"], sec["spread"], sec["gauges"]))
-      parts.append(f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
-                   f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
-                   f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "
-                   f"on average {100 * nov['mean_fraction_different']:.1f}% of pixels differ from the nearest real "
-                   f"state.</figcaption></figure>"
-                   f"<figure><img alt='{e(name)} {e(r['space'])} novelty' src='{png_data(sec['histogram'])}'></figure>")
+      summary_rows.append(
+        (
+          name,
+          r["space"],
+          r["num"],
+          r["energy_start_mean"],
+          r["energy_end_mean"],
+          nov["mean_fraction_different"],
+          sec["spread"],
+          sec["gauges"],
+        )
+      )
+      parts.append(
+        f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
+        f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
+        f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "
+        f"on average {100 * nov['mean_fraction_different']:.1f}% of pixels differ from the nearest real "
+        f"state.</figcaption></figure>"
+        f"<figure><img alt='{e(name)} {e(r['space'])} novelty' src='{png_data(sec['histogram'])}'></figure>"
+      )
     parts.append("</div>")
-  parts.insert(3, _summary_table(summary_rows, gauge_summary(dataset["colour"], agent.spec.env_id), len(dataset),
-                                 spread(dataset["gray"])))
+  parts.insert(
+    3,
+    _summary_table(
+      summary_rows, gauge_summary(dataset["colour"], agent.spec.env_id), len(dataset), spread(dataset["gray"])
+    ),
+  )
   if rollouts is not None:
     s = rollouts["summary"]
-    parts.append(f"<h2>Rollout evidence: {s['games']} games</h2><table><tr><th>mean score</th><th>mean length</th>"
-                 f"<th>life losses per game</th>" + ("<th>deaths with low oxygen</th>" if "deaths_with_low_oxygen" in s else "") +
-                 f"</tr><tr><td>{s['mean_score']:.1f}</td><td>{s['mean_length']:.0f}</td><td>{s['life_losses_per_game']:.2f}</td>" +
-                 (f"<td>{s['deaths_with_low_oxygen']} of {s['life_losses']} ({100 * (s['share_of_deaths_with_low_oxygen'] or 0):.0f}%, "
-                  f"oxygen {e(s['low_oxygen_threshold'])})</td>" if "deaths_with_low_oxygen" in s else "") + "</tr></table>")
+    parts.append(
+      f"<h2>Rollout evidence: {s['games']} games</h2><table><tr><th>mean score</th><th>mean length</th>"
+      f"<th>life losses per game</th>"
+      + ("<th>deaths with low oxygen</th>" if "deaths_with_low_oxygen" in s else "")
+      + f"</tr><tr><td>{s['mean_score']:.1f}</td><td>{s['mean_length']:.0f}</td>"
+      + f"<td>{s['life_losses_per_game']:.2f}</td>"
+      + (
+        f"<td>{s['deaths_with_low_oxygen']} of {s['life_losses']} "
+        f"({100 * (s['share_of_deaths_with_low_oxygen'] or 0):.0f}%, "
+        f"oxygen {e(s['low_oxygen_threshold'])})</td>"
+        if "deaths_with_low_oxygen" in s
+        else ""
+      )
+      + "</tr></table>"
+    )
     deaths = rollouts["deaths"][:16]
     if deaths:
       tiles = [np.kron(np.repeat(d["frame"][..., None], 3, -1), np.ones((2, 2, 1), np.uint8)) for d in deaths]
       caps = [f"game {d['game']} step {d['step']}" + (f" O2 {d['oxygen']}" if "oxygen" in d else "") for d in deaths]
-      parts.append(f"<figure><img alt='frames before life losses' src='{png_data(grid(tiles, caps, cols=4))}'>"
-                   "<figcaption>The agent's last frame before each life loss.</figcaption></figure>")
+      parts.append(
+        f"<figure><img alt='frames before life losses' src='{png_data(grid(tiles, caps, cols=4))}'>"
+        "<figcaption>The agent's last frame before each life loss.</figcaption></figure>"
+      )
   parts.append("</body></html>")
   return "\n".join(parts)
 
@@ -181,16 +227,30 @@ def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread:
   e = html.escape
   names = list(real_gauges)
   cell = lambda g: f"<td>{100 * g['mean']:.0f}% / {100 * g['share_low']:.0f}%</td>"
-  head = ("<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
-          "<th>energy after</th><th>pixels differing from nearest real state</th><th>spread</th>" +
-          "".join(f"<th>{e(n)}: mean / share &le; {100 * LOW:.0f}%</th>" for n in names) + "</tr>")
-  body = "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
-                 f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td>" + "".join(cell(g[x]) for x in names) + "</tr>"
-                 for n, s, k, a, b, f, d, g in rows)
-  body += (f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>"
-           f"<td>{real_spread:.1e}</td>" + "".join(cell(real_gauges[x]) for x in names) + "</tr>")
-  note = ("<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
-          "[0, 1] units); far below the real states' it means the search found one state many times."
-          + (f" {', '.join(e(n) for n in names)} read from the pixels of the newest frame "
-             f"(jaxprobe.evaluation.gauges), as a share of full." if names else "") + "</p>")
+  head = (
+    "<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
+    "<th>energy after</th><th>pixels differing from nearest real state</th><th>spread</th>"
+    + "".join(f"<th>{e(n)}: mean / share &le; {100 * LOW:.0f}%</th>" for n in names)
+    + "</tr>"
+  )
+  body = "".join(
+    f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
+    f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td>" + "".join(cell(g[x]) for x in names) + "</tr>"
+    for n, s, k, a, b, f, d, g in rows
+  )
+  body += (
+    f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>"
+    f"<td>{real_spread:.1e}</td>" + "".join(cell(real_gauges[x]) for x in names) + "</tr>"
+  )
+  note = (
+    "<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
+    "[0, 1] units); far below the real states' it means the search found one state many times."
+    + (
+      f" {', '.join(e(n) for n in names)} read from the pixels of the newest frame "
+      f"(jaxprobe.evaluation.gauges), as a share of full."
+      if names
+      else ""
+    )
+    + "</p>"
+  )
   return head + body + "</table>" + note

@@ -1,4 +1,5 @@
 """Images a person reads at a glance: saliency heat maps over frames, and captioned grids."""
+
 from __future__ import annotations
 
 import functools
@@ -9,10 +10,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-
 @functools.cache
 def _colour_table(name: str = "inferno") -> np.ndarray:
   from matplotlib import colormaps  # imported lazily: matplotlib is slow to import
+
   return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
@@ -44,8 +45,13 @@ def _font(size: int):
     return ImageFont.load_default()
 
 
-def grid(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, cols: int = 4,
-         pad: int = 6, caption_height: int = 18) -> np.ndarray:
+def grid(
+  images: Sequence[np.ndarray],
+  captions: Sequence[str] | None = None,
+  cols: int = 4,
+  pad: int = 6,
+  caption_height: int = 18,
+) -> np.ndarray:
   """Tiles equally sized `(H, W, 3)` uint8 images in rows of `cols`, each with a caption under it."""
   if not images:
     raise ValueError("grid needs at least one image")

@@ -11,6 +11,7 @@ and returns a map the shape of `obs`. All are pure and jit/vmap-friendly (make
 `saliency_mask` turns a map into the generator's loss weight M(x) (docs/saliency.md,
 section 'The saliency mask M(x)').
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -42,8 +43,7 @@ def _guided_relu_bwd(x, g):
 guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
 
-def explained_output(agent: Any, outputs: dict[str, jnp.ndarray], head: str | None,
-                     action: Any) -> jnp.ndarray:
+def explained_output(agent: Any, outputs: dict[str, jnp.ndarray], head: str | None, action: Any) -> jnp.ndarray:
   """The `(N,)` scalars being explained: one action's entry of `head`, or the value."""
   head = head or agent.action_head
   if head not in outputs:
@@ -67,6 +67,7 @@ def _fixed_action(agent, params, obs, head, action):
 def _input_gradient(agent, params, obs, head, action, activation: Callable) -> jnp.ndarray:
   def total(x):
     return explained_output(agent, agent.apply(params, x, activation=activation), head, action).sum()
+
   # States are independent, so the gradient of the sum is each state's own gradient.
   return jax.grad(total)(obs.astype(jnp.float32))
 
@@ -83,8 +84,16 @@ def guided_backprop(agent, params, obs, head: str | None = None, action=None) ->
   return _input_gradient(agent, params, obs, head, action, guided_relu)
 
 
-def smoothgrad(agent, params, obs, key: jax.Array, head: str | None = None, action=None,
-               num_samples: int = 16, noise_scale: float = 0.15) -> jnp.ndarray:
+def smoothgrad(
+  agent,
+  params,
+  obs,
+  key: jax.Array,
+  head: str | None = None,
+  action=None,
+  num_samples: int = 16,
+  noise_scale: float = 0.15,
+) -> jnp.ndarray:
   """Mean gradient over inputs with Gaussian noise of std `noise_scale` x 255 (Smilkov et al. 2017)."""
   action = _fixed_action(agent, params, obs, head, action)
   noise = jax.random.normal(key, (num_samples, *obs.shape)) * noise_scale * 255.0
@@ -94,8 +103,9 @@ def smoothgrad(agent, params, obs, key: jax.Array, head: str | None = None, acti
   return grads.reshape(num_samples, *obs.shape).mean(0)
 
 
-def integrated_gradients(agent, params, obs, head: str | None = None, action=None,
-                         baseline: jnp.ndarray | None = None, num_steps: int = 32) -> jnp.ndarray:
+def integrated_gradients(
+  agent, params, obs, head: str | None = None, action=None, baseline: jnp.ndarray | None = None, num_steps: int = 32
+) -> jnp.ndarray:
   """(x - x0) times the mean gradient along the straight path from x0 to x (Sundararajan et al. 2017).
 
   Midpoint rule over `num_steps`; attributions sum to f(x) - f(x0) up to the
@@ -116,12 +126,14 @@ def gaussian_blur(frames: jnp.ndarray, sigma: float) -> jnp.ndarray:
   radius = max(1, int(3 * sigma))
   taps = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1) / sigma) ** 2)
   taps = taps / taps.sum()
+
   def blur_axis(x, axis):
     pad = [(0, 0)] * x.ndim
     pad[axis] = (radius, radius)
     xp = jnp.pad(x, pad, mode="edge")
     n = x.shape[axis]
     return sum(taps[i] * jax.lax.slice_in_dim(xp, i, i + n, axis=axis) for i in range(2 * radius + 1))
+
   return blur_axis(blur_axis(frames, -1), -2)
 
 
@@ -133,8 +145,17 @@ def perturbation_masks(size: int = FRAME_SIZE, stride: int = 5, sigma: float = 5
   return jnp.exp(-d2 / (2 * sigma**2))
 
 
-def perturbation_scores(agent, params, obs, head: str | None = None, action=None, stride: int = 5,
-                        sigma: float = 5.0, blur_sigma: float = 3.0, chunk: int = 64) -> jnp.ndarray:
+def perturbation_scores(
+  agent,
+  params,
+  obs,
+  head: str | None = None,
+  action=None,
+  stride: int = 5,
+  sigma: float = 5.0,
+  blur_sigma: float = 3.0,
+  chunk: int = 64,
+) -> jnp.ndarray:
   """Greydanus et al. 2018: per mask, 0.5 (f(x) - f(x'))^2 where x' = x (1 - M) + blur(x) M.
 
   `(N, G, G)` scores for Gaussian masks on a G x G grid, the same mask on every
@@ -156,14 +177,17 @@ def perturbation_scores(agent, params, obs, head: str | None = None, action=None
       a = None if action_i is None else jnp.broadcast_to(action_i, m.shape[:1])
       out = explained_output(agent, agent.apply(params, xi[None] * (1 - m) + blurred_i[None] * m), head, a)
       return 0.5 * (out - base_i) ** 2
-    return jax.lax.map(chunk_scores, chunks).reshape(-1)[:g * g].reshape(g, g)
+
+    return jax.lax.map(chunk_scores, chunks).reshape(-1)[: g * g].reshape(g, g)
 
   return jax.vmap(state_scores, in_axes=(0, 0, 0, None if actions is None else 0))(
-      x, gaussian_blur(x, blur_sigma), base, actions)
+    x, gaussian_blur(x, blur_sigma), base, actions
+  )
 
 
-def perturbation(agent, params, obs, head: str | None = None, action=None, stride: int = 5,
-                 sigma: float = 5.0, blur_sigma: float = 3.0) -> jnp.ndarray:
+def perturbation(
+  agent, params, obs, head: str | None = None, action=None, stride: int = 5, sigma: float = 5.0, blur_sigma: float = 3.0
+) -> jnp.ndarray:
   """Perturbation saliency as a map the shape of `obs`: each pixel gets the mask-weighted mean score."""
   scores = perturbation_scores(agent, params, obs, head, action, stride, sigma, blur_sigma)
   masks = perturbation_masks(obs.shape[-1], stride, sigma)
@@ -192,8 +216,9 @@ def saliency_mask(saliency: jnp.ndarray, blur_size: int = 5) -> jnp.ndarray:
   return normalise_per_state(box_blur(jnp.abs(saliency).sum(axis=1), blur_size))
 
 
-def compute(method: str, agent, params, obs, key: jax.Array | None = None, head: str | None = None,
-            action=None) -> jnp.ndarray:
+def compute(
+  method: str, agent, params, obs, key: jax.Array | None = None, head: str | None = None, action=None
+) -> jnp.ndarray:
   """Dispatch by name (one of `METHODS`), for the CLI and configs."""
   if method == "guided":
     return guided_backprop(agent, params, obs, head, action)

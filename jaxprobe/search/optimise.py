@@ -9,9 +9,11 @@ the batch is `num` independent optimisers.
 Two drivers of the same jitted step: "scan" fuses all steps into one program
 (accelerators); "python" calls the jitted step from Python, which on XLA:CPU ran
 1.8x faster for convolution input gradients (docs/cpu.md, section 'Convolution
-gradients inside loops'). "auto" picks per backend (`parallel.resolve_loop`). The batch may be sharded over devices (`sharding`); it is processed
-in chunks of `chunk` rows when it does not fit in memory.
+gradients inside loops'). "auto" picks per backend (`parallel.resolve_loop`). The
+batch may be sharded over devices (`sharding`); it is processed in chunks of `chunk`
+rows when it does not fit in memory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,21 +38,22 @@ class OptimiseConfig:
   lr: float = option(0.05, "Adam learning rate")
   chunk: int = option(0, "states per compiled program (0: 4096 on accelerators, 1024 on CPU)")
   loop: Literal["auto", "python", "scan"] = option(
-      "auto", "drive the steps from Python or fuse them in one lax.scan (auto: per backend)")
+    "auto", "drive the steps from Python or fuse them in one lax.scan (auto: per backend)"
+  )
   patience: int = option(0, "stop a state after N steps without improvement (0: off)")
-  min_improvement: float = 1e-4      # relative improvement that resets `patience`
+  min_improvement: float = 1e-4  # relative improvement that resets `patience`
 
 
 class RowState(NamedTuple):
   """The optimiser's carry: every row's variables, Adam state, best iterate and stopping counters."""
 
-  v: jax.Array            # (n, ...) current variables
+  v: jax.Array  # (n, ...) current variables
   opt_state: Any
-  best_v: jax.Array       # lowest-energy variables seen
+  best_v: jax.Array  # lowest-energy variables seen
   best_energy: jax.Array  # (n,)
-  since_best: jax.Array   # steps since the last real improvement
-  stopped_at: jax.Array   # step at which the row stopped (early stop), else the number of steps
-  first_bad: jax.Array    # first step whose energy was not finite, -1 if none
+  since_best: jax.Array  # steps since the last real improvement
+  stopped_at: jax.Array  # step at which the row stopped (early stop), else the number of steps
+  first_bad: jax.Array  # first step whose energy was not finite, -1 if none
   key: jax.Array
   step: jax.Array
 
@@ -58,12 +61,12 @@ class RowState(NamedTuple):
 class Result(NamedTuple):
   """What `optimise` found for every row."""
 
-  v: np.ndarray             # (num, ...) best variables per row
+  v: np.ndarray  # (num, ...) best variables per row
   energy_start: np.ndarray  # (num,)
-  energy_end: np.ndarray    # (num,) energy of `v`
-  curve: np.ndarray         # (steps,) mean energy over rows, per step
-  stopped_at: np.ndarray    # (num,) step at which a row stopped improving (steps if never)
-  compile_s: float = 0.0    # seconds spent compiling, apart from running (throughputs exclude it)
+  energy_end: np.ndarray  # (num,) energy of `v`
+  curve: np.ndarray  # (steps,) mean energy over rows, per step
+  stopped_at: np.ndarray  # (num,) step at which a row stopped improving (steps if never)
+  compile_s: float = 0.0  # seconds spent compiling, apart from running (throughputs exclude it)
 
 
 def resolve_chunk(chunk: int) -> int:
@@ -103,17 +106,31 @@ def make_step(energy_fn: Callable, config: OptimiseConfig, optimizer: optax.Grad
     stopped_at = jnp.where((state.stopped_at > state.step) & ~running, state.step, state.stopped_at)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.v)
     v = jnp.where(_rows(running & finite, state.v), optax.apply_updates(state.v, updates), state.v)
-    new = RowState(v, opt_state, jnp.where(_rows(better, state.v), state.v, state.best_v),
-                   jnp.where(better, energy, state.best_energy), since_best, stopped_at, first_bad, key,
-                   state.step + 1)
+    new = RowState(
+      v,
+      opt_state,
+      jnp.where(_rows(better, state.v), state.v, state.best_v),
+      jnp.where(better, energy, state.best_energy),
+      since_best,
+      stopped_at,
+      first_bad,
+      key,
+      state.step + 1,
+    )
     return new, jnp.mean(jnp.where(finite, energy, 0.0))
 
   return step
 
 
-def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: jax.Array,
-             sharding: jax.sharding.Sharding | None = None, name: str = "target",
-             on_chunk: Callable[[int], None] | None = None) -> Result:
+def optimise(
+  energy_fn: Callable,
+  v0: jax.Array,
+  config: OptimiseConfig,
+  key: jax.Array,
+  sharding: jax.sharding.Sharding | None = None,
+  name: str = "target",
+  on_chunk: Callable[[int], None] | None = None,
+) -> Result:
   """Minimises `energy_fn(v, key) -> (n,)` row by row from `v0` `(num, ...)`.
 
   The rows run in chunks of `resolve_chunk(config.chunk)`, each placed with `sharding`;
@@ -129,8 +146,17 @@ def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: ja
   def init(v, key):
     e = energy_fn(v, key)
     n = v.shape[0]
-    return RowState(v, optimizer.init(v), v, e, jnp.zeros(n, jnp.int32), jnp.full(n, config.steps, jnp.int32),
-                    jnp.full(n, -1, jnp.int32), key, jnp.zeros((), jnp.int32)), e
+    return RowState(
+      v,
+      optimizer.init(v),
+      v,
+      e,
+      jnp.zeros(n, jnp.int32),
+      jnp.full(n, config.steps, jnp.int32),
+      jnp.full(n, -1, jnp.int32),
+      key,
+      jnp.zeros((), jnp.int32),
+    ), e
 
   def finish(state):
     # The last step's update is scored too, so `best` covers every iterate.
@@ -157,7 +183,7 @@ def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: ja
 
   parts = []
   for c, start in enumerate(range(0, v0.shape[0], chunk)):
-    v = v0[start:start + chunk]
+    v = v0[start : start + chunk]
     if sharding is not None:
       v = jax.device_put(v, sharding)
     state, e0 = compiled("init", init, v, jax.random.fold_in(key, c))
@@ -172,13 +198,20 @@ def optimise(energy_fn: Callable, v0: jax.Array, config: OptimiseConfig, key: ja
     bad = np.asarray(state.first_bad)
     if (bad >= 0).any():
       row = int(np.argmax(bad >= 0))
-      raise NonFiniteEnergy(f"the energy of target {name} became non-finite at step {int(bad[row])} for "
-                            f"state {start + row}; lower the learning rate or check the target function")
-    parts.append(Result(np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve),
-                        np.asarray(state.stopped_at)))
+      raise NonFiniteEnergy(
+        f"the energy of target {name} became non-finite at step {int(bad[row])} for "
+        f"state {start + row}; lower the learning rate or check the target function"
+      )
+    parts.append(
+      Result(np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve), np.asarray(state.stopped_at))
+    )
     if on_chunk is not None:
       on_chunk(len(v))
   rows = np.array([len(r.v) for r in parts], np.float64)
   curve = sum(r.curve * w for r, w in zip(parts, rows)) / rows.sum()
-  return Result(*(np.concatenate([getattr(r, f) for r in parts]) for f in ("v", "energy_start", "energy_end")),
-                curve=curve, stopped_at=np.concatenate([r.stopped_at for r in parts]), compile_s=compile_s)
+  return Result(
+    *(np.concatenate([getattr(r, f) for r in parts]) for f in ("v", "energy_start", "energy_end")),
+    curve=curve,
+    stopped_at=np.concatenate([r.stopped_at for r in parts]),
+    compile_s=compile_s,
+  )

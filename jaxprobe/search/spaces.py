@@ -10,6 +10,7 @@ but that lie far from the game's states. docs/search.md has the formulas and val
 
     results = probe(agent, generator, ["T-", "T+"], ProbeConfig(num=256, steps=200))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,9 +41,9 @@ class ProbeConfig(OptimiseConfig):
   alpha: float = option(0.01, "weight of the latent prior 0.5||u||^2")
   tau: float = option(1.0, "temperature of the targets' soft max/min")
   seed: int = option(0, "seed of the starting points")
-  tv_weight: float = 0.3     # pixel space: total variation (per pixel, in [0, 1] units)
-  blur_sigma: float = 0.5    # pixel space: the agent sees the image blurred by this
-  jitter: int = 3            # pixel space: random shifts up to this many pixels each step
+  tv_weight: float = 0.3  # pixel space: total variation (per pixel, in [0, 1] units)
+  blur_sigma: float = 0.5  # pixel space: the agent sees the image blurred by this
+  jitter: int = 3  # pixel space: random shifts up to this many pixels each step
 
 
 class ProbeResult(NamedTuple):
@@ -50,15 +51,15 @@ class ProbeResult(NamedTuple):
 
   target: str
   reads: str
-  variables: np.ndarray      # (num, latent_dim) standardised latents u, or (num, 4, 84, 84) pixel logits
-  colour: np.ndarray         # (num, 84, 84, 12) uint8 (pixel space: the gray frames as RGB)
-  gray: np.ndarray           # (num, 4, 84, 84) uint8, the agent's view
-  outputs: dict              # the agent's outputs on the found states
-  greedy: np.ndarray         # (num,)
+  variables: np.ndarray  # (num, latent_dim) standardised latents u, or (num, 4, 84, 84) pixel logits
+  colour: np.ndarray  # (num, 84, 84, 12) uint8 (pixel space: the gray frames as RGB)
+  gray: np.ndarray  # (num, 4, 84, 84) uint8, the agent's view
+  outputs: dict  # the agent's outputs on the found states
+  greedy: np.ndarray  # (num,)
   energy_start: np.ndarray
   energy_end: np.ndarray
-  curve: np.ndarray          # (steps,) mean energy
-  seconds: float             # the search itself, compilation excluded
+  curve: np.ndarray  # (steps,) mean energy
+  seconds: float  # the search itself, compilation excluded
   compile_s: float = 0.0
 
 
@@ -95,11 +96,14 @@ def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: Ge
       _, obs = render(generator.variables, u)
       return score(spec.apply(params, obs)) + config.alpha * 0.5 * jnp.sum(u**2, axis=-1)
   else:
+
     def energy(u, key):
       x = 255.0 * jax.nn.sigmoid(u)
-      seen = jitter_shift(saliency.gaussian_blur(x, config.blur_sigma) if config.blur_sigma > 0 else x, key,
-                          config.jitter)
+      seen = jitter_shift(
+        saliency.gaussian_blur(x, config.blur_sigma) if config.blur_sigma > 0 else x, key, config.jitter
+      )
       return score(spec.apply(params, seen)) + config.tv_weight * total_variation(x / 255.0)
+
   return energy
 
 
@@ -127,14 +131,16 @@ def initial_variables(agent: Agent, generator: GeneratorBundle | None, config: P
   return jnp.log(x) - jnp.log1p(-x)
 
 
-def probe_target(agent: Agent, generator: GeneratorBundle | None, target: Target, config: ProbeConfig,
-                 sharding=None, on_chunk=None) -> ProbeResult:
+def probe_target(
+  agent: Agent, generator: GeneratorBundle | None, target: Target, config: ProbeConfig, sharding=None, on_chunk=None
+) -> ProbeResult:
   """The search for one target: `config.num` states from the seeded start, then the agent's reading of them."""
   energy = make_energy(agent, target, config, generator)
   v0 = initial_variables(agent, generator, config)
   t0 = time.perf_counter()
-  result = optimise(energy, v0, config, jax.random.key(config.seed + 1), sharding=sharding, name=target.name,
-                    on_chunk=on_chunk)
+  result = optimise(
+    energy, v0, config, jax.random.key(config.seed + 1), sharding=sharding, name=target.name, on_chunk=on_chunk
+  )
   seconds = time.perf_counter() - t0 - result.compile_s
   if config.space == "latent":
     render = jax.jit(latent_renderer(generator))
@@ -145,13 +151,25 @@ def probe_target(agent: Agent, generator: GeneratorBundle | None, target: Target
     colour = np.repeat(np.round(gray).astype(np.uint8).transpose(0, 2, 3, 1), 3, axis=-1)
   outputs = jax.device_get(jax.jit(agent.spec.apply)(agent.params, gray))
   view = np.round(gray).astype(np.uint8)
-  return ProbeResult(target.name, target.reads, np.asarray(result.v), colour, view,
-                     outputs, np.asarray(greedy_actions(agent.spec, outputs)), result.energy_start,
-                     result.energy_end, result.curve, seconds, result.compile_s)
+  return ProbeResult(
+    target.name,
+    target.reads,
+    np.asarray(result.v),
+    colour,
+    view,
+    outputs,
+    np.asarray(greedy_actions(agent.spec, outputs)),
+    result.energy_start,
+    result.energy_end,
+    result.curve,
+    seconds,
+    result.compile_s,
+  )
 
 
-def probe(agent: Agent, generator: GeneratorBundle | None, targets: Sequence[str], config: ProbeConfig,
-          progress: bool = True) -> list[ProbeResult]:
+def probe(
+  agent: Agent, generator: GeneratorBundle | None, targets: Sequence[str], config: ProbeConfig, progress: bool = True
+) -> list[ProbeResult]:
   """Runs the search for each target name; all states of a target are one (chunked) compiled program."""
   check_inputs(agent, generator, config)
   resolved = [get_target(t, agent.spec.kind, agent.spec.num_actions, config.tau) for t in targets]

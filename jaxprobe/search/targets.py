@@ -6,6 +6,7 @@ agents the value head stands in for the expected value (S+, S-) and the policy
 logits stand in for q in the action targets (T+, T-, T+-, S+-, action:N); each
 `Target` records what it read in `reads`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -71,10 +72,15 @@ def action_preference(q: chex.Array, action: int, tau: float) -> chex.Array:
 
 CORE = {"T+": t_plus, "T-": t_minus, "T+-": t_plus_minus, "S+": s_plus, "S-": s_minus, "S+-": s_plus_minus}
 DESCRIPTIONS = {
-    "T+": "even the worst action is valued highly", "T-": "even the best action is valued low (doomed)",
-    "T+-": "one action much better than another (critical decision)", "S+": "high expected value",
-    "S-": "low expected value", "S+-": "strong disagreement among actions",
-    "action:N": "action N dominates the others", "not-action:N": "action N is the worst choice"}
+  "T+": "even the worst action is valued highly",
+  "T-": "even the best action is valued low (doomed)",
+  "T+-": "one action much better than another (critical decision)",
+  "S+": "high expected value",
+  "S-": "low expected value",
+  "S+-": "strong disagreement among actions",
+  "action:N": "action N dominates the others",
+  "not-action:N": "action N is the worst choice",
+}
 KNOWN = tuple(CORE) + ("action:N", "not-action:N", "module:function")
 
 
@@ -93,7 +99,7 @@ class Target(NamedTuple):
 
   name: str
   energy: Callable[[dict], jnp.ndarray]  # one state's outputs {"q"} or {"logits", "value"} -> scalar
-  reads: str                             # which output it used, for the record
+  reads: str  # which output it used, for the record
 
 
 def _action_values(kind: str) -> str:
@@ -118,12 +124,13 @@ def get_target(name: str, kind: str, num_actions: int, tau: float = 1.0) -> Targ
   for prefix, sign in (("action:", -1.0), ("not-action:", 1.0)):
     if name.startswith(prefix):
       try:
-        action = int(name[len(prefix):])
+        action = int(name[len(prefix) :])
       except ValueError:
         raise UserError(f"target '{name}': the action must be an integer, e.g. {prefix}2") from None
       if not 0 <= action < num_actions:
-        raise UserError(f"target '{name}': action {action} is out of range; this agent has actions "
-                        f"0..{num_actions - 1}")
+        raise UserError(
+          f"target '{name}': action {action} is out of range; this agent has actions 0..{num_actions - 1}"
+        )
       return Target(name, lambda out: sign * action_preference(out[head], action, tau), head)
   if ":" in name and not name.startswith(("action", "not-action")):
     return Target(name, _import_energy(name), "user function of all outputs")
