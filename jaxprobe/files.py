@@ -50,11 +50,17 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2, sort_keys: b
   return write_atomic(path, json.dumps(plain(data), indent=indent, sort_keys=sort_keys) + "\n")
 
 
+def check_dir_path(path: str | Path, what: str = "output directory") -> Path:
+  """`path`, or a UserError if a file is in the way of the directory it must be."""
+  path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise UserError(f"{what} {path} is a file; choose a directory path")
+  return path
+
+
 def prepare_out_dir(out: str | Path) -> Path:
   """Creates the output directory `out` (and its parents), or a UserError if it cannot be one."""
-  out = Path(out)
-  if out.exists() and not out.is_dir():
-    raise UserError(f"output directory {out} is a file; choose a directory path")
+  out = check_dir_path(out)
   try:
     out.mkdir(parents=True, exist_ok=True)
   except OSError as e:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from jaxprobe.config import to_dict
 from jaxprobe.errors import UserError
-from jaxprobe.files import write_atomic
+from jaxprobe.files import check_dir_path, write_atomic
 
 # Fields that may differ between a run and its resumption: how long to train, how often to save,
 # and how the same computation is implemented.
@@ -41,8 +41,7 @@ class RunDir:
     self.path = Path(out).absolute()
     self.config = dict(algorithm=algorithm, **to_dict(config))  # loadable by `train-agent --config`
     config_file = self.path / "config.yaml"
-    if self.path.exists() and not self.path.is_dir():
-      raise UserError(f"run directory {self.path} is a file; choose a directory path")
+    check_dir_path(self.path, "run directory")
     if resume:
       if not config_file.is_file():
         raise UserError(f"--resume: {self.path} holds no run (no config.yaml); start it without --resume")
