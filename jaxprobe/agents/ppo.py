@@ -8,7 +8,7 @@ formulas and defaults: docs/agents.md, section 'PPO'.
 How the epochs x minibatches of an update are driven is `config.loop`:
 "scan" fuses them into one jitted `lax.scan` (right for accelerators);
 "python" calls one jitted minibatch step from a Python loop, which on XLA:CPU
-ran 20-30x faster because convolution gradients inside loops are slow there
+ran 36x faster (`benchmarks/loops.py`) because convolution gradients inside loops are slow there
 (docs/cpu.md, section 'Convolution gradients inside loops'). "auto" picks per
 backend. Both compute the same thing.
 """

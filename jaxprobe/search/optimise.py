@@ -8,7 +8,7 @@ the batch is `num` independent optimisers.
 
 Two drivers of the same jitted step: "scan" fuses all steps into one program
 (accelerators); "python" calls the jitted step from Python, which on XLA:CPU ran
-1.8x faster for convolution input gradients (docs/cpu.md, section 'Convolution
+3.5x faster for convolution input gradients (`benchmarks/loops.py`; docs/cpu.md, section 'Convolution
 gradients inside loops'). "auto" picks per backend (`parallel.resolve_loop`). The
 batch may be sharded over devices (`sharding`); it is processed in chunks of `chunk`
 rows when it does not fit in memory.
