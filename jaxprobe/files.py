@@ -1,8 +1,9 @@
 """Files written whole or not at all, and output paths checked before any work starts.
 
-Every JSON, HTML and CSV file jaxprobe writes goes through `write_atomic`: the text
-goes to a temporary sibling that replaces the target only once complete, so a reader
-(or a second run) never sees half a file.
+Every JSON, HTML, PNG and GIF file jaxprobe writes goes through `write_atomic`: the
+bytes go to a temporary sibling that replaces the target only once complete, so a reader
+(or a second run) never sees half a file. (A training curve grows by appended rows, and
+checkpoint directories are swapped whole by `bundle.save_bundle`.)
 """
 
 from __future__ import annotations
@@ -74,15 +75,20 @@ def check_out_file(path: str | Path, flag: str) -> Path:
   if path.is_dir():
     raise UserError(f"{flag} {path} is a directory; give a file path")
   if not path.parent.is_dir():
-    raise UserError(f"cannot write {flag} {path}: the folder {path.parent} does not exist")
+    raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
   return path
+
+
+def png_bytes(image: np.ndarray, optimize: bool = False) -> bytes:
+  """An `(H, W, 3)` uint8 image encoded as PNG."""
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG", optimize=optimize)
+  return buf.getvalue()
 
 
 def save_png(path: str | Path, image: np.ndarray) -> Path:
   """Writes an `(H, W, 3)` uint8 image as PNG, whole or not at all."""
-  buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
-  return write_atomic(path, buf.getvalue())
+  return write_atomic(path, png_bytes(image))
 
 
 def write_gif(path: str | Path, frames: Sequence[np.ndarray], scale: int = 2, every: int = 2) -> None:

@@ -40,6 +40,8 @@ class RunDir:
   def __init__(self, out: str | Path, algorithm: str, config: Any, resume: bool):
     self.path = Path(out).absolute()
     self.config = dict(algorithm=algorithm, **to_dict(config))  # loadable by `train-agent --config`
+    # A field added to the config after a run was started counts as its default there.
+    self.defaults = dict(algorithm=algorithm, **to_dict(type(config)()))
     config_file = self.path / "config.yaml"
     check_dir_path(self.path, "run directory")
     if resume:
@@ -61,6 +63,7 @@ class RunDir:
 
   def _check_same_config(self, saved: dict) -> None:
     current = self.config
+    saved = {k: saved.get(k, self.defaults.get(k)) for k in set(saved) | set(current)}
     differ = sorted(
       (k != "algorithm", k)
       for k in set(saved) | set(current)
@@ -120,10 +123,18 @@ class RunDir:
       self._write_rows(kept, list(rows[0]))
 
   def log(self, row: dict) -> None:
-    """Appends one row to curve.csv (the header first if the file is new)."""
-    new = not self.curve_file.exists()
+    """Appends one row to curve.csv (the header first if the file is new).
+
+    A curve begun by an earlier version keeps its columns: the row is written in the order of
+    the file's header, columns it lacks left empty, columns the header lacks dropped.
+    """
+    fields = list(row)
+    if self.curve_file.exists():
+      with open(self.curve_file, newline="") as f:
+        fields = next(csv.reader(f), None) or fields
+    new = not self.curve_file.exists() or self.curve_file.stat().st_size == 0
     with open(self.curve_file, "a", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=list(row))
+      writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
       if new:
         writer.writeheader()
       writer.writerow(row)
@@ -205,13 +216,14 @@ def drive(
   wall = lambda: run.wall_before + time.perf_counter() - t0
   rate_start, rate_t0 = start, t0
   bar = tqdm(total=end, initial=start, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
-  next_at = lambda interval, s: (s // interval + 1) * interval
+  # The next multiple of an interval after step s (an interval of 0 or less: every update).
+  next_at = lambda interval, s: (s // interval + 1) * interval if interval > 0 else s + 1
   next_log, next_ckpt = next_at(log_every, start), next_at(checkpoint_every, start)
   next_hook = [next_at(interval, start) for interval, _ in every]
   last_saved = run.latest_step()
   try:
     for new_state, new_step, metrics in updates:
-      metrics = {k: float(v) for k, v in metrics.items()}
+      metrics = {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
       bad = [k for k in finite if not np.isfinite(metrics[k])]
       if bad:
         terms = [k for k in metrics if k not in finite and not np.isfinite(metrics[k])] or bad
@@ -241,6 +253,8 @@ def drive(
         last_saved = step
   finally:
     bar.close()
+    if hasattr(updates, "close"):  # the trainer's own clean-up (its envs, its data thread) runs now
+      updates.close()
   if last_saved != step:
     save(state, step, wall())
   return state, step

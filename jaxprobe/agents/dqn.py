@@ -79,6 +79,11 @@ def double_dqn_loss(params, target_params, spec: AgentSpec, batch: Transitions):
   return loss, dict(loss=loss, q_mean=q_taken.mean())
 
 
+def end_step(config: DQNConfig) -> int:
+  """The agent step the run stops at: total_steps, or stop_after if it comes first."""
+  return config.total_steps if config.stop_after <= 0 else min(config.total_steps, config.stop_after)
+
+
 def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
   """Adam with DQN's learning rate and epsilon."""
   return optax.adam(config.lr, eps=config.adam_eps)
@@ -136,7 +141,7 @@ def updates(config: DQNConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
   obs, _ = envs.reset()
   valid = np.ones(N, bool)
   key = state.key
-  end = config.total_steps if config.stop_after <= 0 else min(config.total_steps, config.stop_after)
+  end = end_step(config)
   try:
     while step < end:
       key, act_key = jax.random.split(key)

@@ -124,6 +124,15 @@ def num_updates(config: PPOConfig) -> int:
   return max(1, config.total_steps // (config.num_envs * config.num_steps))
 
 
+def end_step(config: PPOConfig) -> int:
+  """The agent step the run stops at: the last whole update before total_steps, or the one reaching stop_after."""
+  batch_size = config.num_envs * config.num_steps
+  updates = num_updates(config)
+  if config.stop_after > 0:
+    updates = min(updates, -(-config.stop_after // batch_size))
+  return updates * batch_size
+
+
 def make_optimizer(config: PPOConfig, num_updates: int) -> optax.GradientTransformation:
   """Adam after global-norm clipping; the learning rate annealed linearly to 0 over the run if `anneal_lr`."""
   steps_per_update = config.update_epochs * config.num_minibatches
@@ -228,9 +237,7 @@ def updates(config: PPOConfig, spec: AgentSpec, state: TrainState) -> Iterator[t
   buf_obs = np.zeros((T, N, *obs.shape[1:]), np.uint8)
   buf = {k: np.zeros((T, N), np.float32) for k in ("logprobs", "values", "rewards", "dones")}
   buf_actions = np.zeros((T, N), np.int32)
-  last_update = num_updates(config)
-  if config.stop_after > 0:
-    last_update = min(last_update, -(-config.stop_after // batch_size))
+  last_update = end_step(config) // batch_size
   try:
     for _ in range(int(state.update), last_update):
       key = state.key

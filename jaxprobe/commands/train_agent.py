@@ -95,12 +95,11 @@ def train_agent(algorithm: str, config: Any, out: str | Path, resume: bool = Fal
       ),
     )
 
-  end = config.total_steps if config.stop_after <= 0 else min(config.total_steps, config.stop_after)
   state, _ = drive(
     run,
     module.updates(config, spec, state),
     state,
-    end=end,
+    end=module.end_step(config),
     log_every=config.log_every,
     checkpoint_every=config.checkpoint_every,
     save=save,

@@ -58,9 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.overrides(p, "ablation=vae")
 
 
-def reconstruction_sheet(bundle: GeneratorBundle, agent: Agent, sample: dict) -> np.ndarray:
+def reconstruction_sheet(bundle: GeneratorBundle, agent: Agent, sample: dict, conv_impl: str = "auto") -> np.ndarray:
   """Real states beside G(E(x)) (newest frame, 2x), captioned with the agent's greedy action on each."""
-  out = bundle.reconstruct(bundle.variables, sample["colour"])
+  out = bundle.reconstruct(bundle.variables, sample["colour"], conv_impl)
   head = agent.spec.action_head
   real_action = np.argmax(sample[head], -1)
   recon_action = np.argmax(np.asarray(agent.spec.apply(agent.params, out["agent_view"])[head]), -1)
@@ -130,7 +130,7 @@ def train_generator(
     )
 
   def draw(state, step):
-    save_png(run.path / "reconstructions.png", reconstruction_sheet(bundle(state), agent, sample))
+    save_png(run.path / "reconstructions.png", reconstruction_sheet(bundle(state), agent, sample, config.conv_impl))
 
   state, _ = drive(
     run,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.conv import SubpixelConv, conv_module, conv_transpose_module, resolve_conv_impl
-from jaxprobe.envs import FRAME_SIZE
+from jaxprobe.envs import COLOUR_STACK_SHAPE, FRAME_SIZE
 from jaxprobe.norm import BatchNorm
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -52,7 +52,7 @@ class Generator(nn.Module):
 
   latent_dim: int = 100
   widths: Sequence[int] = (32, 64, 128, 256)
-  channels: int = 12
+  channels: int = COLOUR_STACK_SHAPE[-1]
   upsample: str = "transpose"
   conv_impl: str = "auto"
 

@@ -92,8 +92,7 @@ def check_same_agent(agent: Agent, dataset: Dataset | None = None, generator: Ge
   if dataset is not None and dataset.agent_fingerprint != ours:
     raise UserError(
       f"dataset {dataset.path} was collected by another agent (fingerprint "
-      f"{dataset.agent_fingerprint}, this agent's is {ours}); use this agent's dataset or "
-      "collect one with it"
+      f"{dataset.agent_fingerprint}, this agent's is {ours}); collect a dataset with this agent"
     )
   if generator is not None:
     if generator.spec.env_id != agent.spec.env_id:

@@ -23,8 +23,9 @@ from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
 from jaxprobe.evaluation.gauges import LOW, gauge_summary
 from jaxprobe.evaluation.novelty import BUCKETS, nearest_by_energy, novelty, spread
+from jaxprobe.files import png_bytes
 from jaxprobe.generator.spec import check_same_agent
-from jaxprobe.report.images import grid, png_bytes, value_bars
+from jaxprobe.report.images import grid, value_bars
 from jaxprobe.search.targets import describe, get_target
 
 

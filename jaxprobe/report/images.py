@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import io
 from typing import Sequence
 
 import numpy as np
@@ -29,13 +28,6 @@ def heatmap_overlay(frame: np.ndarray, heat: np.ndarray, scale: int = 4, strengt
   alpha = (strength * np.sqrt(heat))[..., None]
   out = ((1 - alpha) * gray * 0.8 + alpha * colour).clip(0, 255).astype(np.uint8)
   return np.kron(out, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else out
-
-
-def png_bytes(image: np.ndarray, optimize: bool = False) -> bytes:
-  """An `(H, W, 3)` uint8 image encoded as PNG."""
-  buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG", optimize=optimize)
-  return buf.getvalue()
 
 
 def _font(size: int):
