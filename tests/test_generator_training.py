@@ -16,6 +16,7 @@ from test_agent_training import files_digest
 
 from jaxprobe.agents import Agent, AgentSpec, save_agent
 from jaxprobe.cli import main
+from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import open_dataset
 from jaxprobe.collection.recorder import collect
 from jaxprobe.commands.train_generator import train_generator as train
@@ -282,3 +283,61 @@ def test_fidelity_equals_a_direct_computation(pong_q_agent, tiny_dataset):
   np.testing.assert_allclose(got["mse_salient"], error[salient].mean(), rtol=1e-4)
   np.testing.assert_allclose(got["mse_rest"], error[~salient].mean(), rtol=1e-4)
   assert got["states"] == 40 and 0 < got["salient_share"] < 1
+  # Objects: the measure of collection.objects on the rounded reconstruction, against the dataset's background.
+  want = objects.summarise(
+    objects.compare(colour, np.round(recon * 255).astype(np.uint8), objects.background(tiny_dataset["colour"]))
+  )
+  assert {k: got[k] for k in want} == want and got["objects_by_size"]["2-6"] + got["objects_by_size"]["7-30"] > 0
+
+
+# --- the object share of the reconstruction loss (issue 23) ---------------------------------------
+
+BG = np.broadcast_to(np.array([144, 72, 17], np.uint8), (84, 84, 3))  # a background frame
+
+
+def object_batch(n=4, seed=0):
+  """Pong-like states: a brown background, a 2x2 white ball and a 2x8 green paddle per frame, moving."""
+  rng = np.random.default_rng(seed)
+  colour = np.tile(BG, (n, 1, 1, 4)).copy()
+  for i in range(n):
+    for f in range(4):
+      y, x = rng.integers(10, 70, 2)
+      colour[i, y : y + 2, x : x + 2, 3 * f : 3 * f + 3] = 236
+      colour[i, y : y + 8, 76:78, 3 * f : 3 * f + 3] = (92, 186, 92)
+  b = batch(n=n)
+  return dict(b, colour=colour)
+
+
+def test_object_weights_give_objects_their_share_and_keep_the_total():
+  real = object_batch()["colour"].astype(np.float32) / 255.0
+  w = np.asarray(losses.object_weights(real, BG / np.float32(255.0), 0.5))
+  frames = real.reshape(4, 84, 84, 4, 3)
+  on = (np.abs(frames - BG[:, :, None] / 255.0) > 0.25).any(-1)
+  per_pixel = w[..., ::3]  # the three channels of a pixel share its weight
+  np.testing.assert_allclose(per_pixel.sum((1, 2, 3)), 84 * 84 * 4, rtol=1e-5)
+  np.testing.assert_allclose((per_pixel * on).sum((1, 2, 3)), 0.5 * 84 * 84 * 4, rtol=1e-5)
+  # A state without objects keeps weight 1.
+  flat = np.asarray(losses.object_weights(np.tile(BG / np.float32(255.0), (1, 1, 1, 4)), BG / np.float32(255.0), 0.5))
+  np.testing.assert_array_equal(flat, 1.0)
+
+
+def test_object_share_lowers_the_error_on_object_pixels_faster():
+  b = object_batch()
+  real = b["colour"].astype(np.float32) / 255.0
+  on = np.repeat((np.abs(real.reshape(4, 84, 84, 4, 3) - BG[:, :, None] / 255.0) > 0.25).any(-1), 3, axis=-1)
+  errors = {}
+  for share in (0.0, 0.5):  # the default loss, then half of each state's weight on its objects
+    config = dataclasses.replace(CONFIG, object_share=share, lr=3e-3)
+    network, state = network_and_state(config)
+    step = jax.jit(make_train_step(network, AGENT, config, optax.adam(config.lr), background=BG))
+    for _ in range(40):
+      state, _ = step(state, AGENT.params, b)
+    out = network.apply(
+      {"params": state.params, "batch_stats": state.batch_stats},
+      real,
+      train=True,
+      rngs={"latent": jax.random.key(0)},
+      mutable=["batch_stats"],
+    )[0]
+    errors[share] = float(((np.asarray(out["colour"]) - real) ** 2)[on].mean())
+  assert errors[0.5] < 0.7 * errors[0.0], errors

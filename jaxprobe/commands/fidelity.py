@@ -48,5 +48,11 @@ def run(args: argparse.Namespace) -> None:
     f"on {f['states']} states: same greedy action {f['action_agreement']:.1%}, L_a {f['L_a']:.4g}, squared "
     f"error per colour value {f['mse_salient']:.2e} on salient pixels, {f['mse_rest']:.2e} elsewhere"
   )
+  percent = lambda x: "n/a" if x is None else f"{x:.1%}"
+  sizes = ", ".join(f"{percent(v)} of {f['objects_by_size'][k]} of {k} px" for k, v in f["recall_by_size"].items())
+  print(
+    f"objects drawn: {percent(f['object_recall'])} ({sizes}); states with every object drawn "
+    f"{percent(f['states_all_drawn'])}; precision {percent(f['object_precision'])}"
+  )
   if args.json:
     write_json(args.json, f)

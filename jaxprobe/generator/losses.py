@@ -2,8 +2,9 @@
 
 Every term is a sum over one state's elements, averaged over the batch, so eta
 and lambda keep the paper's meaning ("relative to a summed squared error"):
-- `L_p`: sum over pixels and colour channels of (1 + beta * M(x)) (x - x')^2, with M the
-  agent's saliency mask of the real state, a constant for the generator;
+- `L_p`: sum over pixels and colour channels of w (1 + beta * M(x)) (x - x')^2, with M the
+  agent's saliency mask of the real state, a constant for the generator, and w the object
+  weights (`object_weights`; all 1 unless an object share is asked for);
 - `L_a`: sum over outputs of (A(x) - A(x'))^2, A the frozen agent's outputs (Q-values, or
   policy logits for actor-critic agents) on the real state and on the reconstruction;
 - KL: KL(N(mean, exp(logvar)) || N(0, I)), summed over latent dimensions.
@@ -16,12 +17,42 @@ import jax
 import jax.numpy as jnp
 
 
-def reconstruction(real: chex.Array, recon: chex.Array, mask: chex.Array, beta: float) -> chex.Array:
-  """Saliency-weighted squared error per state: `(N, H, W, C)` images, `(N, H, W)` mask -> `(N,)`."""
+def reconstruction(
+  real: chex.Array, recon: chex.Array, mask: chex.Array, beta: float, weights: chex.Array | None = None
+) -> chex.Array:
+  """Saliency-weighted squared error per state: `(N, H, W, C)` images, `(N, H, W)` mask -> `(N,)`.
+
+  `weights` `(N, H, W, C)` multiplies each element's term (`object_weights`); None: all 1.
+  """
   chex.assert_equal_shape([real, recon])
   chex.assert_equal_shape([real[..., 0], mask])
-  weight = 1.0 + beta * jax.lax.stop_gradient(mask)
-  return jnp.sum(weight[..., None] * (real - recon) ** 2, axis=(1, 2, 3))
+  weight = (1.0 + beta * jax.lax.stop_gradient(mask))[..., None]
+  if weights is not None:
+    chex.assert_equal_shape([real, weights])
+    weight = weight * jax.lax.stop_gradient(weights)
+  return jnp.sum(weight * (real - recon) ** 2, axis=(1, 2, 3))
+
+
+def object_weights(real: chex.Array, background: chex.Array, share: float, differ: float = 0.25) -> chex.Array:
+  """Weights that give a state's object pixels `share` of its reconstruction loss: `(N, H, W, 3F)`.
+
+  Object pixels are those of a frame where some channel differs from `background` `(H, W, 3)`
+  (in [0, 1], like `real`) by more than `differ` (`collection.objects`). In a state with `k` of
+  its `P` frame pixels on objects they weigh `share * P / k` and the others
+  `(1 - share) * P / (P - k)`, so the weights still sum to `P` and eta and lambda keep their
+  meaning; a state without objects keeps weight 1. A 4-pixel ball among 7,056 pixels of a
+  frame otherwise weighs almost nothing against the background (docs/generator.md, 'Loss').
+  """
+  n, h, w, c = real.shape
+  chex.assert_shape(background, (h, w, 3))
+  frames = real.reshape(n, h, w, c // 3, 3)
+  on_object = (jnp.abs(frames - background[:, :, None, :]) > differ).any(-1)  # (N, H, W, F)
+  pixels = h * w * (c // 3)
+  k = on_object.sum(axis=(1, 2, 3), keepdims=True).astype(real.dtype)
+  w_object = share * pixels / jnp.maximum(k, 1.0)
+  w_rest = (1.0 - share) * pixels / jnp.maximum(pixels - k, 1.0)
+  frame_weights = jnp.where(k > 0, jnp.where(on_object, w_object, w_rest), 1.0)
+  return jnp.repeat(frame_weights, 3, axis=-1)
 
 
 def perception(real_outputs: chex.Array, recon_outputs: chex.Array) -> chex.Array:

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxprobe.agents.agent import Agent
 from jaxprobe.agents.play import evaluate
+from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
@@ -59,8 +60,10 @@ def fidelity(
   Finer than goggles' game score, which saturates where the agent still plays well on
   an imperfect view: the share of states where the agent's greedy action on the
   reconstruction equals its action on the real state; the mean squared distance of its
-  action outputs (L_a); and the reconstruction's squared error per colour value on the
-  salient pixels (mask > 0.5: ball, paddles, the agent's submarine) and on the rest.
+  action outputs (L_a); the reconstruction's squared error per colour value on the
+  salient pixels (mask > 0.5: ball, paddles, the agent's submarine) and on the rest; and
+  how many of the real states' objects it draws (`collection.objects`: recall overall and
+  by size, states with every object drawn, precision), against the dataset's background.
   """
   check_same_agent(agent, generator=generator)
   if num <= 0:
@@ -80,7 +83,7 @@ def fidelity(
     real, recon = (agent.spec.apply(agent.params, x)[head] for x in (gray, out["agent_view"]))
     error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
     salient = mask > 0.5
-    return dict(
+    sums = dict(
       agree=(real.argmax(-1) == recon.argmax(-1)).sum(),
       l_a=losses.perception(real, recon).sum(),
       err_salient=(error * salient).sum(),
@@ -88,18 +91,19 @@ def fidelity(
       err_rest=(error * ~salient).sum(),
       n_rest=(~salient).sum(),
     )
+    return sums, jnp.round(out["colour"] * 255).astype(jnp.uint8)
 
+  bg = objects.background(dataset["colour"])
   totals: dict[str, float] = {}
+  object_counts = None
   for start in range(0, len(idx), batch):
     rows = idx[start : start + batch]
-    part = compare(
-      generator.variables,
-      jnp.asarray(dataset["colour"][rows]),
-      np.asarray(dataset["gray"][rows]),
-      np.asarray(dataset["mask"][rows]),
-    )
-    for k, v in jax.device_get(part).items():
+    colour = np.asarray(dataset["colour"][rows])
+    gray, mask = np.asarray(dataset["gray"][rows]), np.asarray(dataset["mask"][rows])
+    part, recon_colour = jax.device_get(compare(generator.variables, jnp.asarray(colour), gray, mask))
+    for k, v in part.items():
       totals[k] = totals.get(k, 0.0) + float(v)
+    object_counts = objects.add(object_counts, objects.compare(colour, recon_colour, bg))
   n = len(idx)
   return dict(
     states=n,
@@ -108,4 +112,5 @@ def fidelity(
     mse_salient=totals["err_salient"] / max(totals["n_salient"], 1.0),
     mse_rest=totals["err_rest"] / max(totals["n_rest"], 1.0),
     salient_share=totals["n_salient"] / (totals["n_salient"] + totals["n_rest"]),
+    **objects.summarise(object_counts),
   )

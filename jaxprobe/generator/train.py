@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from jaxprobe.agents.agent import Agent, fingerprint
+from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.collection.loader import batches
 from jaxprobe.errors import UserError
@@ -37,6 +38,7 @@ class GeneratorConfig:
   ablation: Literal["full", "vae", "saliency", "perception"] = "full"
   beta: float = 4.0  # saliency weight in L_p (used by full and saliency)
   eta: float = 1e3  # agent-perception weight (used by full and perception)
+  object_share: float = 0.0  # share of each state's L_p on its object pixels (0: off, the paper's loss)
   lam: float = 1e-4  # KL weight
   latent_dim: int = 100
   widths: tuple[int, ...] = (32, 64, 128, 256)
@@ -87,17 +89,25 @@ def init_state(spec: GeneratorSpec, config: GeneratorConfig, optimizer) -> Train
   )
 
 
-def make_loss(network: Generator, agent: Agent, config: GeneratorConfig):
-  """`loss(params, batch_stats, agent_params, batch, key) -> (total, (batch_stats, terms))`."""
+def make_loss(network: Generator, agent: Agent, config: GeneratorConfig, background: np.ndarray | None = None):
+  """`loss(params, batch_stats, agent_params, batch, key) -> (total, (batch_stats, terms))`.
+
+  `background` `(84, 84, 3)` uint8 (`collection.objects.background` of the dataset) is needed
+  when `config.object_share` > 0.
+  """
   beta, eta = config.loss_weights()
   head = agent.spec.action_head
+  if config.object_share > 0 and background is None:
+    raise ValueError("object_share > 0 needs the dataset's background")
+  bg = None if background is None else jnp.asarray(background, jnp.float32) / 255.0
 
   def loss(params, batch_stats, agent_params, batch, key):
     real = batch["colour"].astype(jnp.float32) / 255.0
     out, updated = network.apply(
       {"params": params, "batch_stats": batch_stats}, real, train=True, rngs={"latent": key}, mutable=["batch_stats"]
     )
-    l_p = losses.reconstruction(real, out["colour"], batch["mask"], beta)
+    weights = losses.object_weights(real, bg, config.object_share) if config.object_share > 0 else None
+    l_p = losses.reconstruction(real, out["colour"], batch["mask"], beta, weights)
     if eta > 0:
       # The agent is frozen: only the generator learns from its reading of the reconstruction.
       frozen = jax.lax.stop_gradient(agent_params)
@@ -111,9 +121,11 @@ def make_loss(network: Generator, agent: Agent, config: GeneratorConfig):
   return loss
 
 
-def make_train_step(network: Generator, agent: Agent, config: GeneratorConfig, optimizer):
+def make_train_step(
+  network: Generator, agent: Agent, config: GeneratorConfig, optimizer, background: np.ndarray | None = None
+):
   """`train_step(state, agent_params, batch) -> (state, metrics)`: one optimizer step (pure, jittable)."""
-  loss_fn = make_loss(network, agent, config)
+  loss_fn = make_loss(network, agent, config, background)
 
   def train_step(state: TrainState, agent_params, batch):
     key, step_key = jax.random.split(state.key)
@@ -140,8 +152,11 @@ def latent_statistics(network: Generator, variables: dict, colour: np.ndarray, b
 
 
 def check_inputs(config: GeneratorConfig, dataset: Dataset, agent: Agent, mesh: jax.sharding.Mesh) -> None:
-  """A UserError if `dataset` is another agent's or the batch does not split over the mesh."""
+  """A UserError if `dataset` is another agent's, `object_share` is not a share, or the batch does not
+  split over the mesh."""
   check_same_agent(agent, dataset=dataset)
+  if not 0.0 <= config.object_share < 1.0:
+    raise UserError(f"object_share must be in [0, 1), got {config.object_share}")
   if config.batch_size % mesh.size:
     raise UserError(f"batch_size {config.batch_size} must be a multiple of the {mesh.size} devices")
 
@@ -160,7 +175,8 @@ def updates(
   network = generator_spec(config, agent).network(config.conv_impl)
   state = jax.device_put(state, replicated(mesh))
   agent_params = jax.device_put(agent.params, replicated(mesh))
-  step_fn = jax.jit(make_train_step(network, agent, config, optax.adam(config.lr)))
+  background = objects.background(dataset["colour"]) if config.object_share > 0 else None
+  step_fn = jax.jit(make_train_step(network, agent, config, optax.adam(config.lr), background))
   names = ("colour", "mask", agent.spec.action_head)
   data = batches(
     dataset,

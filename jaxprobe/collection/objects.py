@@ -1,0 +1,153 @@
+"""The objects of a game's frames, and how many of them a reconstruction draws (docs/collection.md, 'Objects').
+
+A person judges a generated Atari state by its small objects (ball, paddles, submarine,
+enemies), which pixel errors average away. Here, on each frame of a colour stack:
+
+- background: the per-pixel median of the dataset's frames (`background`);
+- object pixels: pixels where some channel differs from the background by more than 25% of
+  the range (`ObjectMeasure.differ`);
+- objects: 8-connected groups of at least 2 object pixels, in one frame;
+- an object is drawn when, on at least half of its pixels, the reconstruction is within 25% of
+  the real colour in every channel;
+- precision: the share of the reconstruction's object pixels that lie within 2 pixels of a real
+  object, so a smear or a sparkle around an object does not count as drawing it.
+
+`compare` measures a reconstruction against the real states (recall by object size, states
+with every object drawn, precision); `describe` summarises an unpaired set of frames
+(objects per frame, their sizes) to compare generated states with real ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+from jaxprobe.envs import COLOUR_STACK_SHAPE
+
+SIZES = ((2, 6), (7, 30), (31, COLOUR_STACK_SHAPE[0] * COLOUR_STACK_SHAPE[1]))  # object sizes in pixels
+SIZE_NAMES = ("2-6", "7-30", ">30")
+# 8-connectivity within a frame, none across frames: frames are stacked on the first axis.
+_IN_FRAME = np.zeros((3, 3, 3), bool)
+_IN_FRAME[1] = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectMeasure:
+  """The thresholds of the measure, as fractions of the 0-255 range and in pixels."""
+
+  differ: float = 0.25  # an object pixel differs from the background by more than this in some channel
+  min_size: int = 2  # pixels of the smallest object
+  match: float = 0.25  # a drawn pixel is within this of the real colour in every channel
+  drawn_share: float = 0.5  # an object is drawn when this share of its pixels is
+  radius: int = 2  # precision: reconstruction object pixels within this many pixels of a real object
+
+
+def frames_of(colour: np.ndarray) -> np.ndarray:
+  """Colour stacks `(N, 84, 84, 12)` -> their frames `(N * 4, 84, 84, 3)`, state-major."""
+  colour = np.asarray(colour)
+  n, h, w, c = colour.shape
+  return colour.reshape(n, h, w, c // 3, 3).transpose(0, 3, 1, 2, 4).reshape(n * (c // 3), h, w, 3)
+
+
+def background(colour: np.ndarray, max_states: int = 2000, seed: int = 0) -> np.ndarray:
+  """The per-pixel median `(84, 84, 3)` uint8 of the frames of up to `max_states` colour stacks."""
+  n = len(colour)
+  rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_states), replace=False))
+  return np.median(frames_of(np.asarray(colour[rows])), axis=0).round().astype(np.uint8)
+
+
+def object_pixels(frames: np.ndarray, bg: np.ndarray, measure: ObjectMeasure = ObjectMeasure()) -> np.ndarray:
+  """`(F, 84, 84)` bool: pixels where some channel differs from the background by more than `differ`."""
+  diff = np.abs(np.asarray(frames, np.int16) - np.asarray(bg, np.int16)[None])
+  return (diff > measure.differ * 255).any(-1)
+
+
+def label_objects(pixels: np.ndarray, measure: ObjectMeasure = ObjectMeasure()) -> tuple[np.ndarray, np.ndarray]:
+  """Objects of `(F, H, W)` object pixels: (labels `(F, H, W)`, 0 for none, 1..K; sizes `(K + 1,)`).
+
+  Groups smaller than `min_size` are dropped (label 0), and the others renumbered.
+  """
+  labels, count = ndimage.label(pixels, structure=_IN_FRAME)
+  sizes = np.bincount(labels.ravel(), minlength=count + 1)
+  keep = sizes >= measure.min_size
+  keep[0] = False
+  renumber = np.zeros(count + 1, np.int64)
+  renumber[keep] = np.arange(1, keep.sum() + 1)
+  labels = renumber[labels]
+  return labels, np.concatenate([[0], sizes[keep]])
+
+
+def size_bucket(sizes: np.ndarray) -> np.ndarray:
+  """Index into `SIZES` of each object size."""
+  return np.searchsorted([hi for _, hi in SIZES], sizes, side="left")
+
+
+def frame_of(labels: np.ndarray) -> np.ndarray:
+  """The frame (first axis of `labels`) of each object 1..K."""
+  return np.array([s[0].start for s in ndimage.find_objects(labels)], np.int64)
+
+
+def compare(real: np.ndarray, recon: np.ndarray, bg: np.ndarray, measure: ObjectMeasure = ObjectMeasure()) -> dict:
+  """Counts of how many real objects `recon` draws, over colour stacks `(N, 84, 84, 12)` uint8.
+
+  Returns counts (to add up over batches; `summarise` turns them into shares): `objects` and
+  `drawn` per size bucket of `SIZES`, `states` with at least one object and `states_all_drawn`
+  among them, and `recon_object_pixels` of which `near_real` lie within `radius` of a real object.
+  """
+  real_frames, recon_frames = frames_of(real), frames_of(recon)
+  per_state = real_frames.shape[0] // len(real)
+  labels, sizes = label_objects(object_pixels(real_frames, bg, measure), measure)
+  close = (np.abs(recon_frames.astype(np.int16) - real_frames.astype(np.int16)) <= measure.match * 255).all(-1)
+  close_count = np.bincount(labels.ravel(), weights=close.ravel(), minlength=len(sizes))
+  drawn = close_count[1:] >= measure.drawn_share * sizes[1:]
+  bucket = size_bucket(sizes[1:])
+  state_of = frame_of(labels) // per_state
+  states_with = np.unique(state_of)
+  missed = np.unique(state_of[~drawn])
+  window = 2 * measure.radius + 1
+  near = ndimage.binary_dilation(labels > 0, structure=np.ones((1, window, window), bool))
+  recon_pixels = object_pixels(recon_frames, bg, measure)
+  return dict(
+    objects=np.bincount(bucket, minlength=len(SIZES)),
+    drawn=np.bincount(bucket[drawn], minlength=len(SIZES)),
+    states=len(states_with),
+    states_all_drawn=len(states_with) - len(missed),
+    recon_object_pixels=int(recon_pixels.sum()),
+    near_real=int((recon_pixels & near).sum()),
+  )
+
+
+def add(total: dict | None, part: dict) -> dict:
+  """`compare` counts of two batches added up."""
+  if total is None:
+    return dict(part)
+  return {k: total[k] + part[k] for k in total}
+
+
+def summarise(counts: dict) -> dict:
+  """Shares from `compare` counts: recall overall and by size, states with every object drawn, precision."""
+  objects, drawn = np.asarray(counts["objects"]), np.asarray(counts["drawn"])
+  share = lambda a, b: float(a / b) if b else None
+  return dict(
+    object_recall=share(drawn.sum(), objects.sum()),
+    recall_by_size={n: share(d, o) for n, d, o in zip(SIZE_NAMES, drawn, objects)},
+    objects_by_size={n: int(o) for n, o in zip(SIZE_NAMES, objects)},
+    states_all_drawn=share(counts["states_all_drawn"], counts["states"]),
+    object_precision=share(counts["near_real"], counts["recon_object_pixels"]),
+  )
+
+
+def describe(colour: np.ndarray, bg: np.ndarray, measure: ObjectMeasure = ObjectMeasure()) -> dict:
+  """Objects of an unpaired set of colour stacks: per frame, the mean count and the share with an
+  object of each size bucket."""
+  frames = frames_of(colour)
+  labels, sizes = label_objects(object_pixels(frames, bg, measure), measure)
+  per_frame = np.zeros((len(frames), len(SIZES)), np.int64)
+  np.add.at(per_frame, (frame_of(labels), size_bucket(sizes[1:])), 1)
+  return dict(
+    frames=len(frames),
+    objects_per_frame=float(per_frame.sum(1).mean()),
+    share_with_object_of_size={n: float((per_frame[:, i] > 0).mean()) for i, n in enumerate(SIZE_NAMES)},
+  )

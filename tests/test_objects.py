@@ -1,0 +1,80 @@
+"""The object measure on hand-made frames whose answer is known: drawn, moved, missing, a faint
+blur, a smear, sizes, single pixels, and the summary of unpaired frames."""
+
+import numpy as np
+import pytest
+
+from jaxprobe.collection import objects
+
+BG = np.array([144, 72, 17], np.uint8)  # Pong's brown
+WHITE = np.array([236, 236, 236], np.uint8)
+GREEN = np.array([92, 186, 92], np.uint8)
+
+
+def stack(ball=(40, 40), paddle=(10, 70), frames=(3,)):
+  """One colour stack (84, 84, 12): background, a 2x2 ball and a 8x2 paddle in the given frames."""
+  s = np.tile(BG, (84, 84, 4)).reshape(84, 84, 12).copy()
+  for f in frames:
+    if ball is not None:
+      s[ball[0] : ball[0] + 2, ball[1] : ball[1] + 2, 3 * f : 3 * f + 3] = WHITE
+    if paddle is not None:
+      s[paddle[0] : paddle[0] + 8, paddle[1] : paddle[1] + 2, 3 * f : 3 * f + 3] = GREEN
+  return s[None]
+
+
+def measure(real, recon):
+  return objects.summarise(objects.compare(real, recon, BG))
+
+
+def test_background_is_the_per_pixel_median():
+  states = np.concatenate([stack(ball=(40, 10 * i)) for i in range(1, 6)])
+  np.testing.assert_array_equal(objects.background(states), np.broadcast_to(BG, (84, 84, 3)))
+
+
+def test_identical_reconstruction_draws_everything():
+  real = stack()
+  got = measure(real, real)
+  assert got["object_recall"] == 1.0 and got["states_all_drawn"] == 1.0 and got["object_precision"] == 1.0
+  assert got["objects_by_size"] == {"2-6": 1, "7-30": 1, ">30": 0}
+
+
+def test_moved_ball_is_not_drawn_and_costs_precision():
+  got = measure(stack(ball=(40, 40)), stack(ball=(40, 46)))
+  assert got["recall_by_size"]["2-6"] == 0.0 and got["recall_by_size"]["7-30"] == 1.0
+  assert got["states_all_drawn"] == 0.0
+  assert got["object_precision"] == pytest.approx(16 / 20)  # the paddle's 16 pixels of 20
+
+
+def test_missing_ball_and_faint_blur():
+  real = stack()
+  missing = stack(ball=None)
+  assert measure(real, missing)["recall_by_size"]["2-6"] == 0.0
+  bg = np.tile(BG, 4).astype(np.float32)  # the background of all four frames, (12,)
+  faint = np.round(bg + 0.2 * (real - bg)).astype(np.uint8)  # a fifth of the way from background to the objects
+  got = measure(real, faint)
+  assert got["object_recall"] == 0.0 and got["object_precision"] is None  # nothing stands out from the background
+
+
+def test_a_smear_draws_the_ball_but_lowers_precision():
+  real = stack(paddle=None)
+  smear = real.copy()
+  smear[0, 40:42, 30:50, 9:12] = WHITE  # a streak through the ball, 20 pixels long
+  got = measure(real, smear)
+  assert got["object_recall"] == 1.0
+  # Pixels within 2 of the ball (columns 38-43) count; the other 28 of 40 streak pixels do not.
+  assert got["object_precision"] == pytest.approx(12 / 40)
+
+
+def test_single_pixels_are_not_objects_and_counts_add_up():
+  real = stack()
+  real[0, 70, 70, 9:12] = WHITE
+  total = objects.add(objects.compare(real, real, BG), objects.compare(stack(ball=None), stack(ball=None), BG))
+  assert list(total["objects"]) == [1, 2, 0] and total["states"] == 2
+
+
+def test_describe_unpaired_frames():
+  states = np.concatenate([stack(), stack(ball=None)])
+  got = objects.describe(states, BG)
+  assert got["frames"] == 8
+  assert got["objects_per_frame"] == pytest.approx(3 / 8)
+  assert got["share_with_object_of_size"] == {"2-6": 1 / 8, "7-30": 2 / 8, ">30": 0.0}
