@@ -31,8 +31,8 @@ $(CHROMIUM_STAMP): $(STAMP)
 
 # The formatter and linter first (configured in pyproject.toml), then the tests.
 test: $(STAMP) $(CHROMIUM_STAMP)
-	$(BIN)/ruff format --check jaxprobe tests benchmarks
-	$(BIN)/ruff check jaxprobe tests benchmarks
+	$(BIN)/ruff format --check jaxprobe tests benchmarks experiments
+	$(BIN)/ruff check jaxprobe tests benchmarks experiments
 	$(BIN)/python -m pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-stamp

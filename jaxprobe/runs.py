@@ -168,6 +168,8 @@ def plot_curve(
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  if not Path(curve_file).exists():  # a run saved before its first curve row
+    return
   with open(curve_file) as f:
     rows = list(csv.DictReader(f))
   fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)

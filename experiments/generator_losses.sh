@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 23's loss experiment on a lent accelerator: the Pong generator trained four ways at one budget
+# (ablation full or vae, object_share 0 or 0.5), each measured by `jaxprobe fidelity` (objects drawn,
+# greedy-action agreement) on 1,000 held-out states. Datasets travel packed (experiments/device_data.py).
+# Results land in $OUT: results.json (fidelity, steps, wall time, last curve row per run), one
+# reconstructions PNG per run, log.txt.
+#
+#   STEPS=6000 OUT=/tmp/out bash experiments/generator_losses.sh        # on the device
+#   STEPS=4 EXTRA="latent_dim=8 widths=[4,8,8,8]" OUT=/tmp/out bash experiments/generator_losses.sh   # smoke run
+set -euo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PY:-python3}
+STEPS=${STEPS:-6000}
+EXTRA=${EXTRA:-}
+AGENT=jaxprobe/assets/agents/pong
+WORK=${WORK:-/tmp/gl_work}
+mkdir -p "$OUT" "$WORK"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+$PY -c "import jax; print('devices:', jax.devices(), 'jax', jax.__version__)"
+[ -d "$WORK/pong10k" ] || $PY experiments/device_data.py unpack carry/pong10k "$WORK/pong10k" --agent $AGENT
+[ -d "$WORK/pong_heldout" ] || $PY experiments/device_data.py unpack carry/pong_heldout "$WORK/pong_heldout" --agent $AGENT
+for run in "full 0.0" "vae 0.0" "full 0.5" "vae 0.5"; do
+  set -- $run
+  name="$1_obj${2/./}"
+  start=$(date +%s)
+  $PY -m jaxprobe.cli train-generator --config configs/generator_gpu.yaml --dataset "$WORK/pong10k" --agent $AGENT \
+    --out "$WORK/$name" ablation=$1 object_share=$2 total_steps=$STEPS checkpoint_every=$STEPS log_every=500 \
+    image_every=$STEPS $EXTRA --quiet
+  end=$(date +%s)
+  $PY -m jaxprobe.cli fidelity --agent $AGENT --generator "$WORK/$name/generator" --dataset "$WORK/pong_heldout" \
+    --json "$WORK/$name/fidelity.json"
+  cp "$WORK/$name/reconstructions.png" "$OUT/rec_$name.png"
+  $PY - "$WORK/$name" "$name" $((end - start)) "$OUT/results.json" <<'PYEOF'
+import csv, json, sys
+from pathlib import Path
+run, name, wall, results = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+all_runs = json.loads(results.read_text()) if results.exists() else {}
+rows = list(csv.DictReader(open(run / "curve.csv"))) if (run / "curve.csv").exists() else []
+all_runs[name] = dict(fidelity=json.loads((run / "fidelity.json").read_text()), train_wall_s=wall,
+                      config=(run / "config.yaml").read_text(), last_curve_row=rows[-1] if rows else None)
+results.write_text(json.dumps(all_runs, indent=1))
+PYEOF
+  echo "== $name done: train ${wall:-$((end - start))} s"
+done
