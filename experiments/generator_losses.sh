@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 23's loss experiment on a lent accelerator: the Pong generator trained four ways at one budget
-# (ablation full or vae, object_share 0 or 0.5), each measured by `jaxprobe fidelity` (objects drawn,
-# greedy-action agreement) on 1,000 held-out states. Datasets travel packed (experiments/device_data.py).
+# Issue 23's loss experiment on a lent accelerator: the Pong generator trained several ways at one budget
+# (by default ablation full or vae, object_share 0 or 0.5; RUNS="ablation share [FIELD=VALUE ...];..."
+# for others), each measured by `jaxprobe fidelity` (objects drawn, greedy-action agreement) on 1,000
+# held-out states. Datasets travel packed (experiments/device_data.py).
 # Results land in $OUT: results.json (fidelity, steps, wall time, last curve row per run), one
 # reconstructions PNG per run, log.txt.
 #
@@ -19,13 +20,16 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 $PY -c "import jax; print('devices:', jax.devices(), 'jax', jax.__version__)"
 [ -d "$WORK/pong10k" ] || $PY experiments/device_data.py unpack carry/pong10k "$WORK/pong10k" --agent $AGENT
 [ -d "$WORK/pong_heldout" ] || $PY experiments/device_data.py unpack carry/pong_heldout "$WORK/pong_heldout" --agent $AGENT
-for run in "full 0.0" "vae 0.0" "full 0.5" "vae 0.5"; do
+RUNS=${RUNS:-"full 0.0;vae 0.0;full 0.5;vae 0.5"}
+IFS=';' read -ra RUN_LIST <<< "$RUNS"
+for run in "${RUN_LIST[@]}"; do
   set -- $run
-  name="$1_obj${2/./}"
+  name="$1_obj${2/./}$(printf '_%s' "${@:3}" | tr -c 'A-Za-z0-9_\n' '_')"
+  name=${name%_}
   start=$(date +%s)
   $PY -m jaxprobe.cli train-generator --config configs/generator_gpu.yaml --dataset "$WORK/pong10k" --agent $AGENT \
     --out "$WORK/$name" ablation=$1 object_share=$2 total_steps=$STEPS checkpoint_every=$STEPS log_every=500 \
-    image_every=$STEPS $EXTRA --quiet
+    image_every=$STEPS "${@:3}" $EXTRA --quiet
   end=$(date +%s)
   $PY -m jaxprobe.cli fidelity --agent $AGENT --generator "$WORK/$name/generator" --dataset "$WORK/pong_heldout" \
     --json "$WORK/$name/fidelity.json"
