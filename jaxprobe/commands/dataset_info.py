@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from jaxprobe.collection.dataset import Dataset, open_dataset, summary
+from jaxprobe.commands import flags
 from jaxprobe.files import check_out_file, save_png
 from jaxprobe.report.images import grid
 
@@ -24,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   """The subcommand's flags."""
   p.add_argument("dataset", help="dataset directory")
   p.add_argument("--sheet", default=None, help="contact sheet PNG path (default: DATASET/contact_sheet.png)")
-  p.add_argument("--num", type=int, default=12, help="states on the contact sheet (default: 12)")
-  p.add_argument("--seed", type=int, default=0, help="which random states (default: 0)")
+  flags.from_signature(p, "--num", contact_sheet, "num", "states on the contact sheet")
+  flags.seed(p, "which random states", contact_sheet)
   p.add_argument("--no-verify", action="store_true", help="skip the checksum check (faster on large datasets)")
 
 

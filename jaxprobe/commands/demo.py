@@ -44,14 +44,14 @@ PIXEL_TARGETS = ("T-", "T+")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   """The subcommand's flags."""
-  p.add_argument("--game", default="pong", help="pong or seaquest: which bundled assets (default: pong)")
+  flags.from_signature(p, "--game", run_demo, "game", "pong or seaquest: which bundled assets")
   flags.agent(p, help="use this agent instead of the bundled one", required=False)
   flags.generator(p, required=False, help="use this generator instead of the bundled one")
   flags.out(p, "output directory (default: out/demo)", default="out/demo")
-  p.add_argument("--num", type=int, default=16, help="states per target (default: 16)")
-  p.add_argument("--steps", type=int, default=60, help="optimisation steps (default: 60)")
-  p.add_argument("--reference-states", type=int, default=2000, help="real states collected for novelty (default: 2000)")
-  p.add_argument("--rollouts", type=int, default=6, help="games of rollout evidence (default: 6)")
+  flags.from_signature(p, "--num", run_demo, "num", "states per target")
+  flags.from_signature(p, "--steps", run_demo, "steps", "optimisation steps")
+  flags.from_signature(p, "--reference-states", run_demo, "reference_states", "real states collected for novelty")
+  flags.from_signature(p, "--rollouts", run_demo, "rollouts", "games of rollout evidence")
   flags.quiet(p, "no progress bars")
 
 

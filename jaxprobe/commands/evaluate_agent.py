@@ -25,15 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.agent(p)
   flags.env(p)
   flags.episodes(p)
-  flags.epsilon(p, 0.01)
-  p.add_argument(
+  flags.epsilon(p, evaluate)
+  flags.from_signature(
+    p,
     "--policy",
-    default="auto",
+    evaluate,
+    "policy",
+    "greedy (epsilon-greedy), sample (from an actor-critic agent's policy), or auto: sample for actor-critic "
+    "agents, greedy for Q agents",
     choices=POLICIES,
-    help="greedy (epsilon-greedy), sample (from an actor-critic agent's policy), or auto: sample "
-    "for actor-critic agents, greedy for Q agents (default: auto)",
   )
-  flags.seed(p, "seed of the games and random actions")
+  flags.seed(p, "seed of the games and random actions", evaluate)
   p.add_argument("--gif", default=None, help="write the first game as an animated GIF here")
   flags.json_out(p, "the scores")
   flags.quiet(p)

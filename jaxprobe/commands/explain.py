@@ -38,20 +38,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   """The subcommand's flags."""
   flags.agent(p)
   flags.env(p)
-  p.add_argument("--method", default="guided", help=f"saliency method: {', '.join(saliency.METHODS)} (default: guided)")
-  p.add_argument("--frames", type=int, default=16, help="number of states to explain (default: 16)")
+  flags.from_signature(p, "--method", explain_play, "method", f"saliency method: {', '.join(saliency.METHODS)}")
+  flags.from_signature(p, "--frames", explain_play, "frames", "number of states to explain")
   flags.out(p, "output directory (created if missing)")
   p.add_argument(
     "--output",
     default=None,
     help="which output to explain: q, logits or value (default: the greedy action's q or logit)",
   )
-  p.add_argument(
-    "--warmup", type=int, default=100, help="agent steps played before the first kept state (default: 100)"
-  )
-  p.add_argument("--every", type=int, default=4, help="keep every N-th state after the warm-up (default: 4)")
-  p.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action while playing (default: 0)")
-  flags.seed(p, "seed of the game and of random choices")
+  flags.from_signature(p, "--warmup", explain_play, "warmup", "agent steps played before the first kept state")
+  flags.from_signature(p, "--every", explain_play, "every", "keep every N-th state after the warm-up")
+  flags.epsilon(p, explain_play, "probability of a random action while playing")
+  flags.seed(p, "seed of the game and of random choices", explain_play)
   flags.quiet(p)
 
 

@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.agent(p)
   flags.generator(p)
   p.add_argument("--dataset", required=True, help="dataset of the agent's game; held-out states are the fair test")
-  p.add_argument("--states", type=int, default=1000, help="states drawn from the dataset (default: 1000)")
-  flags.seed(p, "which states")
+  flags.from_signature(p, "--states", fidelity, "num", "states drawn from the dataset")
+  flags.seed(p, "which states", fidelity)
   flags.json_out(p, "the numbers")
 
 

@@ -1,8 +1,14 @@
-"""Flags that several subcommands share, each defined once."""
+"""Flags that several subcommands share, each defined once; defaults read from the functions they feed.
+
+A flag that sets an argument of an API function takes its default from that function's
+signature (`from_signature`), so a default is written once, in the function.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+from typing import Any, Callable
 
 AGENT_HELP = "agent checkpoint: a jaxprobe agent directory or a CleanRL .cleanrl_model file"
 
@@ -24,16 +30,30 @@ def env(p: argparse.ArgumentParser) -> None:
   p.add_argument("--env", default=None, help="envpool Atari id, e.g. Pong-v5 (default: the agent's own game)")
 
 
-def seed(p: argparse.ArgumentParser, help: str, default: int = 0) -> None:
-  """--seed."""
-  p.add_argument("--seed", type=int, default=default, help=f"{help} (default: {default})")
+def default_of(fn: Callable, name: str) -> Any:
+  """The default of parameter `name` in `fn`'s signature."""
+  default = inspect.signature(fn).parameters[name].default
+  if default is inspect.Parameter.empty:
+    raise TypeError(f"{fn.__name__}'s parameter {name} has no default")
+  return default
 
 
-def epsilon(p: argparse.ArgumentParser, default: float) -> None:
-  """--epsilon: the probability of a random action while playing."""
-  p.add_argument(
-    "--epsilon", type=float, default=default, help=f"probability of a random action (default: {default:g})"
-  )
+def from_signature(p: argparse.ArgumentParser, flag: str, fn: Callable, name: str, help: str, **kwargs: Any) -> None:
+  """A flag for parameter `name` of `fn`, typed and defaulted as that parameter."""
+  default = default_of(fn, name)
+  if isinstance(default, (int, float)) and not isinstance(default, bool):
+    kwargs.setdefault("type", type(default))
+  p.add_argument(flag, default=default, help=f"{help} (default: {default})", **kwargs)
+
+
+def seed(p: argparse.ArgumentParser, help: str, fn: Callable) -> None:
+  """--seed, defaulted as `fn`'s `seed`."""
+  from_signature(p, "--seed", fn, "seed", help)
+
+
+def epsilon(p: argparse.ArgumentParser, fn: Callable, help: str = "probability of a random action") -> None:
+  """--epsilon: the probability of a random action while playing, defaulted as `fn`'s `epsilon`."""
+  from_signature(p, "--epsilon", fn, "epsilon", help, type=float)
 
 
 def episodes(p: argparse.ArgumentParser, help: str = "number of games") -> None:

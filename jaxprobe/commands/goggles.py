@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.generator(p)
   flags.env(p)
   flags.episodes(p, "games per condition")
-  flags.epsilon(p, 0.01)
-  flags.seed(p, "seed of the games")
+  flags.epsilon(p, goggles)
+  flags.seed(p, "seed of the games", goggles)
   flags.json_out(p, "both score summaries")
   flags.quiet(p)
 

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.agent(p, help="agent checkpoint (default: the one the runs name)", required=False)
   p.add_argument("--dataset", default=None, help="the agent's dataset (default: the generator's training dataset)")
   p.add_argument("--rollouts", type=int, default=10, help="games of rollout evidence (0: none; default: 10)")
-  p.add_argument("--show", type=int, default=8, help="states shown per target and space (default: 8)")
+  flags.from_signature(p, "--show", build_report, "show", "states shown per target and space")
   flags.quiet(p)
 
 
