@@ -15,6 +15,7 @@ resume, progress bar, curve rows, checkpoints, and a stop on a non-finite loss.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -60,6 +61,7 @@ class RunDir:
     )
     self.curve_file = self.path / "curve.csv"
     self.wall_before = 0.0  # seconds of training before this process (set by `resume`)
+    self._curve_fields: list[str] | None = None  # curve.csv's header, once known
 
   def _check_same_config(self, saved: dict) -> None:
     current = self.config
@@ -128,19 +130,18 @@ class RunDir:
     A curve begun by an earlier version keeps its columns: the row is written in the order of
     the file's header, columns it lacks left empty, columns the header lacks dropped.
     """
-    fields = list(row)
-    if self.curve_file.exists():
-      with open(self.curve_file, newline="") as f:
-        fields = next(csv.reader(f), None) or fields
-    new = not self.curve_file.exists() or self.curve_file.stat().st_size == 0
+    if self._curve_fields is None:  # read once: later rows follow the same header
+      if self.curve_file.exists() and self.curve_file.stat().st_size:
+        with open(self.curve_file, newline="") as f:
+          self._curve_fields = next(csv.reader(f))
+      else:
+        self._curve_fields = list(row)
+        with open(self.curve_file, "w", newline="") as f:
+          csv.DictWriter(f, fieldnames=self._curve_fields).writeheader()
     with open(self.curve_file, "a", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
-      if new:
-        writer.writeheader()
-      writer.writerow(row)
+      csv.DictWriter(f, fieldnames=self._curve_fields, restval="", extrasaction="ignore").writerow(row)
 
   def _write_rows(self, rows: list[dict], fields: list[str]) -> None:
-    import io
 
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\r\n")

@@ -16,6 +16,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxprobe.collection.objects import ObjectMeasure
+
 
 def reconstruction(
   real: chex.Array, recon: chex.Array, mask: chex.Array, beta: float, weights: chex.Array | None = None
@@ -33,7 +35,9 @@ def reconstruction(
   return jnp.sum(weight * (real - recon) ** 2, axis=(1, 2, 3))
 
 
-def object_weights(real: chex.Array, background: chex.Array, share: float, differ: float = 0.25) -> chex.Array:
+def object_weights(
+  real: chex.Array, background: chex.Array, share: float, differ: float = ObjectMeasure.differ
+) -> chex.Array:
   """Weights that give a state's object pixels `share` of its reconstruction loss: `(N, H, W, 3F)`.
 
   Object pixels are those of a frame where some channel differs from `background` `(H, W, 3)`
