@@ -1,8 +1,8 @@
 """Carry a dataset to a machine without the emulator: pack it small here, rebuild it there.
 
 A lent accelerator takes at most 64 MiB of working tree, and a 10,000-state dataset is about
-1.2 GB as `.npy` files. Atari frames compress extremely well (10,000 Pong colour stacks: about
-0.7 MiB with LZMA), so `pack` writes the arrays the agent cannot recompute (colour, gray,
+1.2 GB as `.npy` files. Atari frames compress extremely well (`pack` of 10,000 Pong states:
+1.18 MiB with LZMA), so `pack` writes the arrays the agent cannot recompute (colour, gray,
 actions, rewards, dones, episodes, steps) as `.npy.xz` with the manifest, and `unpack`
 rebuilds the dataset: the agent's outputs and the saliency masks are recomputed there with
 the collector's own function (`collection.recorder.make_explainer`), and the manifest gets
