@@ -3,7 +3,7 @@
 A lent accelerator takes at most 64 MiB of working tree, and a 10,000-state dataset is about
 1.2 GB as `.npy` files. Atari frames compress extremely well (`pack` of 10,000 Pong states:
 1.18 MiB with LZMA), so `pack` writes the arrays the agent cannot recompute (colour, gray,
-actions, rewards, dones, episodes, steps) as `.npy.xz` with the manifest, and `unpack`
+actions, rewards, dones, episodes, steps, and ram where the dataset has it) as `.npy.xz` with the manifest, and `unpack`
 rebuilds the dataset: the agent's outputs and the saliency masks are recomputed there with
 the collector's own function (`collection.recorder.make_explainer`), and the manifest gets
 the new checksums (`collection.dataset.finalise`).
@@ -28,7 +28,7 @@ from jaxprobe.collection import dataset as ds
 from jaxprobe.collection.recorder import SALIENCY_BATCH, array_specs, make_explainer
 from jaxprobe.parallel import map_in_batches
 
-CARRIED = ("colour", "gray", "actions", "rewards", "dones", "episodes", "steps")
+CARRIED = ("colour", "gray", "ram", "actions", "rewards", "dones", "episodes", "steps")
 
 
 def pack(dataset_path: str, out: str) -> None:
@@ -38,7 +38,7 @@ def pack(dataset_path: str, out: str) -> None:
   out.mkdir(parents=True, exist_ok=True)
   manifest = {k: v for k, v in dataset.manifest.items() if k not in ("arrays", "count", "format_version")}
   (out / "manifest.json").write_text(json.dumps(dict(manifest, count=len(dataset)), indent=2))
-  for name in CARRIED:
+  for name in (n for n in CARRIED if n in dataset.arrays):  # older datasets have no ram
     with lzma.open(out / f"{name}.npy.xz", "wb", preset=6) as f:
       np.save(f, np.asarray(dataset[name]))
   size = sum(f.stat().st_size for f in out.iterdir())
@@ -53,8 +53,10 @@ def unpack(packed: str, out: str, agent_path: str) -> None:
   agent = load_agent(agent_path)
   partial = ds.partial_path(out)
   shutil.rmtree(partial, ignore_errors=True)
-  arrays = ds.create_arrays(partial, array_specs(agent, count))
-  for name in CARRIED:
+  carried = [n for n in CARRIED if (packed / f"{n}.npy.xz").exists()]
+  specs = {k: v for k, v in array_specs(agent, count).items() if k in carried or k not in CARRIED}
+  arrays = ds.create_arrays(partial, specs)
+  for name in carried:
     with lzma.open(packed / f"{name}.npy.xz", "rb") as f:
       arrays[name][:] = np.load(f)
   explain = make_explainer(agent, manifest["saliency"]["blur_size"])

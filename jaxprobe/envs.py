@@ -21,6 +21,7 @@ FRAME_SIZE = 84
 AGENT_OBS_SHAPE = (FRAME_STACK, FRAME_SIZE, FRAME_SIZE)  # the agent's view, uint8 NCHW
 # The generator's colour stacks: the same frames as RGB, frame-major, channel-last (channel 3 * frame + c).
 COLOUR_STACK_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3 * FRAME_STACK)
+RAM_BYTES = 128  # the Atari 2600's memory, as envpool reports it in info['ram']
 
 # Stated explicitly (they equal envpool 1.2.5's defaults) so a change of
 # envpool's defaults cannot silently change what agents see.

@@ -122,7 +122,7 @@ class RunDir:
       rows = list(csv.DictReader(f))
     kept = [r for r in rows if int(r["step"]) <= step]
     if rows and len(kept) < len(rows):
-      self._write_rows(kept, list(rows[0]))
+      write_csv(self.curve_file, kept, list(rows[0]))
 
   def log(self, row: dict) -> None:
     """Appends one row to curve.csv (the header first if the file is new).
@@ -141,17 +141,28 @@ class RunDir:
     with open(self.curve_file, "a", newline="") as f:
       csv.DictWriter(f, fieldnames=self._curve_fields, restval="", extrasaction="ignore").writerow(row)
 
-  def _write_rows(self, rows: list[dict], fields: list[str]) -> None:
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(self.curve_file, text.getvalue())
+  def record(self, table: str, row: dict) -> None:
+    """Sets the row of `row["step"]` in the run's side table `table` (a CSV, e.g. a check made at each
+    checkpoint). Rows of that step and later ones (left by a process that died after its last
+    checkpoint) are replaced; the file is rewritten atomically."""
+    path, rows = self.path / table, []
+    if path.exists():
+      with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) < row["step"]]
+    write_csv(path, [*rows, row], list(dict.fromkeys([*(rows[0] if rows else {}), *row])))
 
   def close(self) -> None:
     """Waits for pending checkpoint writes and releases the manager."""
     self.manager.close()
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+  """Writes `rows` under header `fields` atomically (missing values empty)."""
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\r\n", restval="")
+  writer.writeheader()
+  writer.writerows(rows)
+  write_atomic(path, text.getvalue())
 
 
 def plot_curve(

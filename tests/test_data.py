@@ -35,12 +35,14 @@ def greedy_dataset(agent, tmp_path_factory):
 def test_recorded_states_are_what_the_agent_saw(greedy_dataset):
   d = greedy_dataset
   env = make_atari("Pong-v5", num_envs=ENVS, seed=5)
-  obs, _ = env.reset()
+  obs, info = env.reset()
   actions = np.asarray(d["actions"]).reshape(ENVS, STEPS)
   gray = np.asarray(d["gray"]).reshape(ENVS, STEPS, 4, 84, 84)
+  ram = np.asarray(d["ram"]).reshape(ENVS, STEPS, 128)
   for t in range(STEPS):
     np.testing.assert_array_equal(obs, gray[:, t])
-    obs, *_ = env.step(actions[:, t])
+    np.testing.assert_array_equal(info["ram"], ram[:, t])  # the emulator's memory at that state
+    obs, *_, info = env.step(actions[:, t])
   # The colour stack is the same state: its luminance is within envpool's conversion error.
   colour = np.asarray(d["colour"], np.float32).reshape(-1, 84, 84, 4, 3)
   lum = (colour @ np.array([0.299, 0.587, 0.114])).transpose(0, 3, 1, 2)
@@ -63,7 +65,7 @@ def test_manifest_and_roundtrip(agent, greedy_dataset, tmp_path):
   assert m["agent"]["num_actions"] == 6 and len(m["agent"]["fingerprint"]) == 16
   for name, info in m["arrays"].items():
     assert list(greedy_dataset[name].shape) == info["shape"] and greedy_dataset[name].shape[0] == ENVS * STEPS
-  assert set(m["arrays"]) == {"colour", "gray", "actions", "rewards", "dones", "episodes", "steps", "mask", "q"}
+  assert set(m["arrays"]) == {"colour", "gray", "ram", "actions", "rewards", "dones", "episodes", "steps", "mask", "q"}
   # Steps within an episode count up by one row to the next.
   steps = np.asarray(greedy_dataset["steps"]).reshape(ENVS, STEPS)
   assert (np.diff(steps, axis=1) == 1).all()

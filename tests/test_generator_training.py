@@ -3,6 +3,7 @@ data parallelism and bad inputs."""
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -159,6 +160,10 @@ def test_resume_after_a_kill_continues_with_identical_params(tmp_path, pong_q_ag
   jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path / "killed"), params_of(tmp_path / "straight"))
   steps = [int(row.split(",")[0]) for row in (tmp_path / "killed" / "curve.csv").read_text().splitlines()[1:]]
   assert steps == [1, 2, 3, 4, 5, 6]
+  # The check at each checkpoint (objects.csv) is the same table as the uninterrupted run's.
+  table = (tmp_path / "killed" / "objects.csv").read_text()
+  assert table == (tmp_path / "straight" / "objects.csv").read_text()
+  assert [int(row.split(",")[0]) for row in table.splitlines()[1:]] == [2, 4, 6] and "object_recall" in table
 
 
 def test_data_parallel_step_on_four_virtual_devices_equals_one_device(pong_q_agent_path):
@@ -236,6 +241,47 @@ def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_da
   assert files_digest(run) == before
 
 
+def test_fidelity_bad_inputs(tmp_path, capsys, pong_q_agent_path, pong_q_agent, tiny_dataset):
+  spec = generator_spec(CONFIG, pong_q_agent)
+  save_generator(tmp_path / "gen", GeneratorBundle(spec, spec.init(jax.random.key(0))))
+  other = Agent(pong_q_agent.spec, pong_q_agent.spec.init(jax.random.key(7)), {})
+  save_generator(tmp_path / "other-gen", GeneratorBundle(generator_spec(CONFIG, other), spec.init(jax.random.key(0))))
+
+  def dataset_copy(name, edit):
+    path = tmp_path / name
+    shutil.copytree(tiny_dataset.path, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(path, manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+  def another_game(path, manifest):
+    manifest["env_id"] = manifest["agent"]["env_id"] = "Breakout-v5"
+
+  def another_size(path, manifest):
+    np.save(path / "colour.npy", np.zeros((len(tiny_dataset), 64, 64, 12), np.uint8))
+    manifest["arrays"]["colour"]["shape"] = [len(tiny_dataset), 64, 64, 12]
+
+  base = ["fidelity", "--agent", str(pong_q_agent_path), "--states", "8"]
+  cases = [
+    (["--generator", str(tmp_path / "other-gen"), "--dataset", str(tiny_dataset.path)], "trained for another agent"),
+    (
+      ["--generator", str(tmp_path / "gen"), "--dataset", str(dataset_copy("breakout", another_game))],
+      "holds Breakout-v5 states, the agent plays Pong-v5",
+    ),
+    (
+      ["--generator", str(tmp_path / "gen"), "--dataset", str(dataset_copy("small", another_size))],
+      "holds states of shape (64, 64, 12), the generator draws (84, 84, 12)",
+    ),
+  ]
+  for args, message in cases:
+    assert main(base + args) == 2, args
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+  assert main(base + ["--generator", str(tmp_path / "gen"), "--dataset", str(tiny_dataset.path)]) == 0
+  assert "named objects: ball drawn in" in capsys.readouterr().out
+
+
 def test_generator_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys, pong_q_agent_path, pong_q_agent):
   spec = generator_spec(CONFIG, pong_q_agent)
   save_generator(tmp_path / "gen", GeneratorBundle(spec, spec.init(jax.random.key(0))))
@@ -283,9 +329,16 @@ def test_fidelity_equals_a_direct_computation(pong_q_agent, tiny_dataset):
   np.testing.assert_allclose(got["mse_salient"], error[salient].mean(), rtol=1e-4)
   np.testing.assert_allclose(got["mse_rest"], error[~salient].mean(), rtol=1e-4)
   assert got["states"] == 40 and 0 < got["salient_share"] < 1
-  # Objects: the measure of collection.objects on the rounded reconstruction, against the dataset's background.
+  # Objects: the measure of collection.objects on the rounded reconstruction, against the dataset's background,
+  # with Pong's named objects placed by the recorded RAM.
   want = objects.summarise(
-    objects.compare(colour, np.round(recon * 255).astype(np.uint8), objects.background(tiny_dataset["colour"]))
+    objects.compare(
+      colour,
+      np.round(recon * 255).astype(np.uint8),
+      objects.background(tiny_dataset["colour"]),
+      ram=tiny_dataset["ram"][idx],
+      named=objects.NAMED_OBJECTS["Pong-v5"],
+    )
   )
   assert {k: got[k] for k in want} == want and got["objects_by_size"]["2-6"] + got["objects_by_size"]["7-30"] > 0
 

@@ -78,3 +78,51 @@ def test_describe_unpaired_frames():
   assert got["frames"] == 8
   assert got["objects_per_frame"] == pytest.approx(3 / 8)
   assert got["share_with_object_of_size"] == {"2-6": 1 / 8, "7-30": 2 / 8, ">30": 0.0}
+
+
+def pong_ram(ball_rc, paddle_row=None):
+  """RAM (1, 128) that puts Pong's ball centre at `ball_rc` (84 x 84 row, col) by NAMED_OBJECTS' mapping."""
+  ram = np.zeros((1, 128), np.uint8)
+  ball, agent_paddle = objects.NAMED_OBJECTS["Pong-v5"][:2]
+  ram[0, ball.row_address] = round(ball_rc[0] * 210 / 84 - ball.row_offset)
+  ram[0, ball.col_address] = round(ball_rc[1] * 160 / 84 - ball.col_offset)
+  if paddle_row is not None:
+    ram[0, agent_paddle.row_address] = round(paddle_row * 210 / 84 - agent_paddle.row_offset)
+  return ram
+
+
+def named(real, recon, ram):
+  counts = objects.compare(real, recon, BG, ram=ram, named=objects.NAMED_OBJECTS["Pong-v5"])
+  return objects.summarise(counts)
+
+
+def test_ram_places_the_named_objects():
+  ball, agent_paddle, _ = objects.NAMED_OBJECTS["Pong-v5"]
+  rows, cols = ball.centre(pong_ram((40, 41)))
+  assert (rows[0], cols[0]) == (40, 41)
+  rows, cols = agent_paddle.centre(pong_ram((40, 41), paddle_row=50))
+  assert (rows[0], cols[0]) == (50, 74)  # the agent's paddle sits in columns 74-75
+
+
+def test_named_ball_drawn_missing_and_absent():
+  real = stack(ball=(40, 40), paddle=(46, 74))  # paddle rows 46-53, centre 50
+  ram = pong_ram((40, 40), paddle_row=50)
+  got = named(real, real, ram)
+  assert got["named_drawn"] == {"ball": 1.0, "agent's paddle": 1.0, "opponent's paddle": None}
+  assert got["named_present"] == {"ball": 1, "agent's paddle": 1, "opponent's paddle": 0}
+  got = named(real, stack(ball=None, paddle=(46, 74)), ram)
+  assert got["named_drawn"] == {"ball": 0.0, "agent's paddle": 1.0, "opponent's paddle": None}
+  # Where RAM puts the ball, no object: the state has no ball (served or out of play).
+  got = named(real, real, pong_ram((60, 20), paddle_row=50))
+  assert got["named_present"]["ball"] == 0 and got["named_drawn"]["ball"] is None
+  # Only the newest frame counts: a ball in an older frame only is not the state's ball.
+  got = named(stack(ball=(40, 40), paddle=None, frames=(0,)), stack(ball=None, paddle=None), ram)
+  assert got["named_present"]["ball"] == 0
+
+
+def test_named_counts_add_up_and_need_ram():
+  real, ram = stack(paddle=None), pong_ram((40, 40))
+  part = lambda recon: objects.compare(real, recon, BG, ram=ram, named=objects.NAMED_OBJECTS["Pong-v5"])
+  total = objects.add(part(real), part(stack(ball=None, paddle=None)))
+  assert objects.summarise(total)["named_drawn"]["ball"] == 0.5
+  assert objects.summarise(objects.compare(real, real, BG))["named_drawn"] == {}

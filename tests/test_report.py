@@ -14,6 +14,8 @@ import jaxprobe
 from jaxprobe.agents import Agent, AgentSpec
 from jaxprobe.agents.checkpoint import load_agent, save_agent
 from jaxprobe.cli import main
+from jaxprobe.collection import objects
+from jaxprobe.collection.dataset import open_dataset
 from jaxprobe.collection.recorder import collect
 from jaxprobe.commands.probe import write_run
 from jaxprobe.envs import make_atari
@@ -103,6 +105,13 @@ def test_report_renders_every_image_in_chromium(probe_runs, tmp_path):
   text = out.read_text()
   # 2 targets x 2 spaces x (samples, histogram); Pong has no lives, so no frames before life losses.
   assert text.count("<img") == 8 and "http" not in text
+  # The summary counts objects in the found states and in the real ones (collection.objects).
+  real = open_dataset(probe_runs / "data")["colour"]
+  want = objects.describe(real, objects.background(real))
+  assert (
+    f"<td>{want['objects_per_frame']:.2f}</td><td>{100 * want['share_with_object_of_size']['2-6']:.0f}%</td>" in text
+  )
+  assert text.count("frames with a 2-6 px object") == 1
   chromium = shutil.which("chromium") or shutil.which("chromium-browser")
   if chromium is None:
     pytest.skip("Chromium is not installed (apt-get install chromium); the report was written but not rendered")

@@ -11,6 +11,8 @@
       episodes.npy    (N,) int32   global episode id;  steps.npy (N,) int32 step within it
       q.npy | logits.npy + value.npy   the agent's outputs on the state
       mask.npy        (N, 84, 84) float32  M(x): blurred guided-backprop saliency in [0, 1]
+      ram.npy         (N, 128) uint8       the emulator's memory at the state (datasets since
+                                           2026-12; older ones lack it and have no named objects)
 
 Writing goes to `DATASET.partial/` (with `progress.json` after every flushed
 chunk) and the finished directory is renamed into place, so a killed run leaves

@@ -15,6 +15,11 @@ enemies), which pixel errors average away. Here, on each frame of a colour stack
 `compare` measures a reconstruction against the real states (recall by object size, states
 with every object drawn, precision); `describe` summarises an unpaired set of frames
 (objects per frame, their sizes) to compare generated states with real ones.
+
+Named objects: where the dataset holds the emulator's RAM, the positions of a game's objects
+(`NAMED_OBJECTS`, addresses from the AtariARI annotations, Anand et al. 2019) pick out which
+measured objects are the ball, a paddle or the player, so a user reads "ball drawn in N% of
+states with a ball" instead of a size bucket.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from jaxprobe.envs import COLOUR_STACK_SHAPE
+from jaxprobe.envs import COLOUR_STACK_SHAPE, FRAME_SIZE
 
 SIZES = ((2, 6), (7, 30), (31, COLOUR_STACK_SHAPE[0] * COLOUR_STACK_SHAPE[1]))  # object sizes in pixels
 SIZE_NAMES = ("2-6", "7-30", ">30")
+DESCRIBE_STATES = 2000  # real states a report describes, as many as `background` takes
 # 8-connectivity within a frame, none across frames: frames are stacked on the first axis.
 _IN_FRAME = np.zeros((3, 3, 3), bool)
 _IN_FRAME[1] = True
@@ -42,6 +48,46 @@ class ObjectMeasure:
   match: float = 0.25  # a drawn pixel is within this of the real colour in every channel
   drawn_share: float = 0.5  # an object is drawn when this share of its pixels is
   radius: int = 2  # precision: reconstruction object pixels within this many pixels of a real object
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedObject:
+  """Where one object of a game is, read from RAM, in the 84 x 84 frame.
+
+  Its centre is at column `(ram[col_address] + col_offset) * 84 / 160` and row
+  `(ram[row_address] + row_offset) * 84 / 210` (the emulator's 160 x 210 screen resized to
+  84 x 84); an address of None puts it at the offset itself, in screen pixels. The measured
+  objects of the state's newest frame with a pixel within `half_rows` x `half_cols` of that
+  centre are this object. The offsets were fitted on recorded states
+  (`experiments/ram_positions.py`; residuals of at most about a pixel).
+  """
+
+  name: str
+  col_address: int | None
+  col_offset: float
+  row_address: int | None
+  row_offset: float
+  half_rows: int
+  half_cols: int
+
+  def centre(self, ram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns `(N,)` of the object's centre in each state, from RAM `(N, 128)`."""
+    ram = np.asarray(ram, np.float64)
+    at = lambda address, offset: offset + (np.zeros(len(ram)) if address is None else ram[:, address])
+    row = at(self.row_address, self.row_offset) * FRAME_SIZE / 210
+    col = at(self.col_address, self.col_offset) * FRAME_SIZE / 160
+    return np.round(row).astype(np.int64), np.round(col).astype(np.int64)
+
+
+# envpool id -> the objects RAM locates (AtariARI addresses: Pong ball_x 49, ball_y 54,
+# player_y 51, enemy_y 50; the paddles' columns are fixed).
+NAMED_OBJECTS = {
+  "Pong-v5": (
+    NamedObject("ball", 49, -49.05, 54, -13.25, 3, 3),
+    NamedObject("agent's paddle", None, 141.84, 51, -6.08, 6, 2),
+    NamedObject("opponent's paddle", None, 17.14, 50, -8.25, 6, 2),
+  ),
+}
 
 
 def frames_of(colour: np.ndarray) -> np.ndarray:
@@ -89,12 +135,51 @@ def frame_of(labels: np.ndarray) -> np.ndarray:
   return np.array([s[0].start for s in ndimage.find_objects(labels)], np.int64)
 
 
-def compare(real: np.ndarray, recon: np.ndarray, bg: np.ndarray, measure: ObjectMeasure = ObjectMeasure()) -> dict:
+def named_drawn(
+  labels: np.ndarray, drawn: np.ndarray, ram: np.ndarray, named: tuple[NamedObject, ...]
+) -> dict[str, np.ndarray]:
+  """Per named object, `(present, drawn)` counts over the states.
+
+  `labels` `(N * F, H, W)` are the real frames' objects (state-major, newest frame last),
+  `drawn` `(K,)` whether each is drawn, `ram` `(N, 128)`. An object is present in a state when a
+  measured object of its newest frame lies in its window, and drawn when all such objects are.
+  """
+  n = len(ram)
+  newest = labels.reshape(n, -1, *labels.shape[1:])[:, -1]  # (N, H, W)
+  drawn_of = np.concatenate([[True], drawn])  # label 0 (no object) never fails a state
+  counts = {}
+  for obj in named:
+    rows, cols = obj.centre(ram)
+    present = drawn_all = 0
+    for i in range(n):
+      window = newest[
+        i,
+        max(rows[i] - obj.half_rows, 0) : rows[i] + obj.half_rows + 1,
+        max(cols[i] - obj.half_cols, 0) : cols[i] + obj.half_cols + 1,
+      ]
+      found = np.unique(window[window > 0])
+      if len(found):
+        present += 1
+        drawn_all += bool(drawn_of[found].all())
+    counts[obj.name] = np.array([present, drawn_all])
+  return counts
+
+
+def compare(
+  real: np.ndarray,
+  recon: np.ndarray,
+  bg: np.ndarray,
+  measure: ObjectMeasure = ObjectMeasure(),
+  ram: np.ndarray | None = None,
+  named: tuple[NamedObject, ...] = (),
+) -> dict:
   """Counts of how many real objects `recon` draws, over colour stacks `(N, 84, 84, 12)` uint8.
 
   Returns counts (to add up over batches; `summarise` turns them into shares): `objects` and
   `drawn` per size bucket of `SIZES`, `states` with at least one object and `states_all_drawn`
   among them, and `recon_object_pixels` of which `near_real` lie within `radius` of a real object.
+  With the states' `ram` `(N, 128)` and the game's `named` objects, also `named`: per object,
+  the states where it is present and those where it is drawn (`named_drawn`).
   """
   real_frames, recon_frames = frames_of(real), frames_of(recon)
   per_state = real_frames.shape[0] // len(real)
@@ -109,7 +194,7 @@ def compare(real: np.ndarray, recon: np.ndarray, bg: np.ndarray, measure: Object
   window = 2 * measure.radius + 1
   near = ndimage.binary_dilation(labels > 0, structure=np.ones((1, window, window), bool))
   recon_pixels = object_pixels(recon_frames, bg, measure)
-  return dict(
+  counts = dict(
     objects=np.bincount(bucket, minlength=len(SIZES)),
     drawn=np.bincount(bucket[drawn], minlength=len(SIZES)),
     states=len(states_with),
@@ -117,13 +202,16 @@ def compare(real: np.ndarray, recon: np.ndarray, bg: np.ndarray, measure: Object
     recon_object_pixels=int(recon_pixels.sum()),
     near_real=int((recon_pixels & near).sum()),
   )
+  if ram is not None and named:
+    counts["named"] = named_drawn(labels, drawn, ram, named)
+  return counts
 
 
 def add(total: dict | None, part: dict) -> dict:
   """`compare` counts of two batches added up."""
   if total is None:
     return dict(part)
-  return {k: total[k] + part[k] for k in total}
+  return {k: add(total[k], part[k]) if isinstance(part[k], dict) else total[k] + part[k] for k in total}
 
 
 def summarise(counts: dict) -> dict:
@@ -136,6 +224,8 @@ def summarise(counts: dict) -> dict:
     objects_by_size={n: int(o) for n, o in zip(SIZE_NAMES, objects)},
     states_all_drawn=share(counts["states_all_drawn"], counts["states"]),
     object_precision=share(counts["near_real"], counts["recon_object_pixels"]),
+    named_drawn={k: share(drawn, present) for k, (present, drawn) in counts.get("named", {}).items()},
+    named_present={k: int(present) for k, (present, _) in counts.get("named", {}).items()},
   )
 
 

@@ -28,7 +28,7 @@ from jaxprobe import saliency
 from jaxprobe.agents.agent import Agent, act, fingerprint
 from jaxprobe.agents.play import colour_stacks_channel_last, make_env_for
 from jaxprobe.collection import dataset as ds
-from jaxprobe.envs import AGENT_OBS_SHAPE, COLOUR_STACK_SHAPE, FRAME_SIZE
+from jaxprobe.envs import AGENT_OBS_SHAPE, COLOUR_STACK_SHAPE, FRAME_SIZE, RAM_BYTES
 from jaxprobe.errors import UserError
 from jaxprobe.parallel import map_in_batches
 
@@ -52,6 +52,7 @@ def array_specs(agent: Agent, frames: int) -> dict:
     episodes=((n,), "int32"),
     steps=((n,), "int32"),
     mask=((n, FRAME_SIZE, FRAME_SIZE), "float32"),
+    ram=((n, RAM_BYTES), "uint8"),
     **outputs,
   )
 
@@ -154,7 +155,7 @@ def collect(
   bar = tqdm(total=frames, initial=count, unit="state", desc=f"collecting {env_id}", disable=not progress)
   t_start = time.perf_counter()
   while count < frames:
-    rows = {k: [] for k in ("colour", "gray", "actions", "rewards", "dones", "episodes", "steps")}
+    rows = {k: [] for k in ("colour", "gray", "ram", "actions", "rewards", "dones", "episodes", "steps")}
     for _ in range(chunk_steps):
       t = time.perf_counter()
       key, act_key = jax.random.split(key)
@@ -162,6 +163,7 @@ def collect(
       times["agent"] += time.perf_counter() - t
       rows["colour"].append(colour_stacks_channel_last(colour))
       rows["gray"].append(gray)
+      rows["ram"].append(info["ram"])  # the emulator's memory at this state (named objects' ground truth)
       rows["actions"].append(actions)
       rows["episodes"].append(episode.copy())
       rows["steps"].append(step_in_episode.copy())

@@ -54,5 +54,13 @@ def run(args: argparse.Namespace) -> None:
     f"objects drawn: {percent(f['object_recall'])} ({sizes}); states with every object drawn "
     f"{percent(f['states_all_drawn'])}; precision {percent(f['object_precision'])}"
   )
+  if f["named_drawn"]:
+    print(
+      "named objects: "
+      + "; ".join(
+        f"{name} drawn in {percent(share)} of the {f['named_present'][name]} states with one"
+        for name, share in f["named_drawn"].items()
+      )
+    )
   if args.json:
     write_json(args.json, f)

@@ -4,7 +4,8 @@
         --out runs/gen ablation=full
 
 The run directory gets config.yaml, checkpoints (latest only), curve.csv and curve.png,
-reconstructions.png (real states beside G(E(x)), the agent's action on each) and
+objects.csv (at each checkpoint, on 256 training states: greedy actions kept and objects drawn,
+as `jaxprobe fidelity` measures them), reconstructions.png (real states beside G(E(x)), the agent's action on each) and
 generator/, which every later command loads. The loss and its values: docs/generator.md.
 """
 
@@ -23,6 +24,7 @@ from jaxprobe.collection.dataset import Dataset, open_dataset
 from jaxprobe.commands import flags
 from jaxprobe.config import load_config, to_dict
 from jaxprobe.files import plain, save_png
+from jaxprobe.generator.reconstruction import fidelity, fidelity_row
 from jaxprobe.generator.spec import GeneratorBundle, save_generator
 from jaxprobe.generator.train import (
   GeneratorConfig,
@@ -45,6 +47,7 @@ DESCRIPTION = (
 )
 SHEET_STATES = 8  # real states shown beside their reconstructions
 STATS_STATES = 2048  # real states whose encodings give the latent coordinates
+CHECK_STATES = 256  # training states measured at each checkpoint (objects.csv)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,6 +101,8 @@ def train_generator(
 
   def save(state, step, wall):
     run.save(step, state, dict(step=step, wall_time=wall))
+    check = fidelity(agent, bundle(state), dataset, num=CHECK_STATES, seed=config.seed)
+    run.record("objects.csv", dict(step=step, **fidelity_row(check)))
     plot_curve(
       run.curve_file,
       run.path / "curve.png",
@@ -123,6 +128,7 @@ def train_generator(
             loss_reduction="sum per state, mean over batch",
             dataset=str(dataset.path),
             config=to_dict(config),
+            training_states_check=check,
             **latent_statistics(spec.network(config.conv_impl), variables, stats_colour),
           )
         ),

@@ -63,7 +63,9 @@ def fidelity(
   action outputs (L_a); the reconstruction's squared error per colour value on the
   salient pixels (mask > 0.5: ball, paddles, the agent's submarine) and on the rest; and
   how many of the real states' objects it draws (`collection.objects`: recall overall and
-  by size, states with every object drawn, precision), against the dataset's background.
+  by size, states with every object drawn, precision), against the dataset's background, and
+  where the dataset holds RAM, each named object of the game (`objects.NAMED_OBJECTS`: the ball
+  drawn in how many of the states with a ball).
   """
   check_same_agent(agent, generator=generator)
   if num <= 0:
@@ -73,6 +75,11 @@ def fidelity(
     raise UserError(
       f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
       "use a dataset of the agent's game"
+    )
+  if tuple(dataset["colour"].shape[1:]) != tuple(generator.spec.image_shape):
+    raise UserError(
+      f"dataset {dataset.path} holds states of shape {tuple(dataset['colour'].shape[1:])}, the generator "
+      f"draws {tuple(generator.spec.image_shape)}; use a dataset collected with jaxprobe collect"
     )
   idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
   head = agent.spec.action_head
@@ -94,6 +101,7 @@ def fidelity(
     return sums, jnp.round(out["colour"] * 255).astype(jnp.uint8)
 
   bg = objects.background(dataset["colour"])
+  named = objects.NAMED_OBJECTS.get(game, ()) if "ram" in dataset.arrays else ()
   totals: dict[str, float] = {}
   object_counts = None
   for start in range(0, len(idx), batch):
@@ -103,7 +111,8 @@ def fidelity(
     part, recon_colour = jax.device_get(compare(generator.variables, jnp.asarray(colour), gray, mask))
     for k, v in part.items():
       totals[k] = totals.get(k, 0.0) + float(v)
-    object_counts = objects.add(object_counts, objects.compare(colour, recon_colour, bg))
+    ram = np.asarray(dataset["ram"][rows]) if named else None
+    object_counts = objects.add(object_counts, objects.compare(colour, recon_colour, bg, ram=ram, named=named))
   n = len(idx)
   return dict(
     states=n,
@@ -114,3 +123,11 @@ def fidelity(
     salient_share=totals["n_salient"] / (totals["n_salient"] + totals["n_rest"]),
     **objects.summarise(object_counts),
   )
+
+
+def fidelity_row(f: dict) -> dict:
+  """`fidelity`'s numbers as one flat table row: actions kept, objects drawn by size and by name."""
+  row = {k: f[k] for k in ("action_agreement", "L_a", "object_recall", "states_all_drawn", "object_precision")}
+  row.update({f"recall_{size}": share for size, share in f["recall_by_size"].items()})
+  row.update({f"drawn_{name.replace(' ', '_')}": share for name, share in f["named_drawn"].items()})
+  return {k: "" if v is None else round(float(v), 4) for k, v in row.items()}

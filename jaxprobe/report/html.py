@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from jaxprobe.agents.agent import Agent, fingerprint
+from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
@@ -87,8 +88,9 @@ def _histogram_png(hist: np.ndarray, title: str) -> np.ndarray:
   return np.asarray(Image.open(buf).convert("RGB"))
 
 
-def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, show: int) -> dict:
-  """Best samples of one target with their nearest real states (by L2 and by energy) and novelty."""
+def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, show: int, bg: np.ndarray) -> dict:
+  """Best samples of one target with their nearest real states (by L2 and by energy), novelty, and
+  their objects (`collection.objects.describe` against the dataset's background `bg`)."""
   run = json.loads((folder / "run.json").read_text())
   gray = np.load(folder / "gray.npy", mmap_mode="r")
   colour = np.load(folder / "colour.npy", mmap_mode="r")
@@ -122,6 +124,7 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     novelty=nov.summary(),
     spread=spread(gray),
     gauges=gauge_summary(colour, agent.spec.env_id),
+    objects=objects.describe(np.asarray(colour), bg),
     sheet=grid(tiles, captions, cols=2, caption_height=16),
     histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
     by_energy=by_energy is not None,
@@ -160,10 +163,11 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
     for t in run["targets"]:
       sections.setdefault(t["target"], []).append((run, t))
   summary_rows = []
+  bg = objects.background(dataset["colour"])
   for name, entries in sections.items():
     parts.append(f"<h2>{e(name)}: {e(describe(name))}</h2><div class='pair'>")
     for run, t in entries:
-      sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show)
+      sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show, bg)
       r, nov = sec["run"], sec["novelty"]
       summary_rows.append(
         (
@@ -174,6 +178,7 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
           r["energy_end_mean"],
           nov["mean_fraction_different"],
           sec["spread"],
+          sec["objects"],
           sec["gauges"],
         )
       )
@@ -189,7 +194,11 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
   parts.insert(
     3,
     _summary_table(
-      summary_rows, gauge_summary(dataset["colour"], agent.spec.env_id), len(dataset), spread(dataset["gray"])
+      summary_rows,
+      gauge_summary(dataset["colour"], agent.spec.env_id),
+      len(dataset),
+      spread(dataset["gray"]),
+      objects.describe(dataset["colour"][:: max(1, len(dataset) // objects.DESCRIBE_STATES)], bg),
     ),
   )
   if rollouts is not None:
@@ -221,31 +230,39 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
   return "\n".join(parts)
 
 
-def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread: float) -> str:
+def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread: float, real_objects: dict) -> str:
   """One row per target and space; for games with pixel gauges (Seaquest's oxygen), their readings
   on the samples beside the same readings on the real states, so a hypothesis can be checked; the
-  samples' spread beside the real states' shows a search that collapsed onto one state."""
+  samples' spread and objects beside the real states' show a search that collapsed onto one state
+  or a generator that does not draw the game's small objects."""
   e = html.escape
   names = list(real_gauges)
   cell = lambda g: f"<td>{100 * g['mean']:.0f}% / {100 * g['share_low']:.0f}%</td>"
   head = (
     "<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
     "<th>energy after</th><th>pixels differing from nearest real state</th><th>spread</th>"
+    "<th>objects per frame</th><th>frames with a 2-6 px object</th>"
     + "".join(f"<th>{e(n)}: mean / share &le; {100 * LOW:.0f}%</th>" for n in names)
     + "</tr>"
   )
+  object_cells = lambda o: (
+    f"<td>{o['objects_per_frame']:.2f}</td><td>{100 * o['share_with_object_of_size']['2-6']:.0f}%</td>"
+  )
   body = "".join(
     f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
-    f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td>" + "".join(cell(g[x]) for x in names) + "</tr>"
-    for n, s, k, a, b, f, d, g in rows
+    f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td>" + object_cells(o) + "".join(cell(g[x]) for x in names) + "</tr>"
+    for n, s, k, a, b, f, d, o, g in rows
   )
   body += (
     f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>"
-    f"<td>{real_spread:.1e}</td>" + "".join(cell(real_gauges[x]) for x in names) + "</tr>"
+    f"<td>{real_spread:.1e}</td>" + object_cells(real_objects) + "".join(cell(real_gauges[x]) for x in names) + "</tr>"
   )
   note = (
     "<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
-    "[0, 1] units); far below the real states' it means the search found one state many times."
+    "[0, 1] units); far below the real states' it means the search found one state many times. "
+    "Objects: groups of at least 2 pixels that differ from the dataset's median frame by more than 25% "
+    "(jaxprobe.collection.objects), in each of the four frames of a state; in Pong the ball is a 2-6 px "
+    "object."
     + (
       f" {', '.join(e(n) for n in names)} read from the pixels of the newest frame "
       f"(jaxprobe.evaluation.gauges), as a share of full."
