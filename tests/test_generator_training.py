@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from test_agent_training import files_digest
 
 from jaxprobe.agents import Agent, AgentSpec, save_agent
+from jaxprobe.bundle import read_tree
 from jaxprobe.cli import main
 from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import open_dataset
@@ -138,7 +140,24 @@ def tiny_dataset(pong_q_agent, tmp_path_factory):
 
 
 def params_of(run_dir):
-  return load_generator(run_dir / "generator").variables
+  """The float32 parameters of a run's latest training checkpoint (the exported generator is bfloat16)."""
+  steps = [int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+  checkpointer = ocp.StandardCheckpointer()
+  state = checkpointer.restore((run_dir / "checkpoints" / str(max(steps)) / "state").absolute())
+  checkpointer.close()
+  return state["params"]
+
+
+def test_generators_are_stored_in_bfloat16_and_load_as_float32(tmp_path, pong_q_agent):
+  spec = generator_spec(CONFIG, pong_q_agent)
+  variables = spec.init(jax.random.key(0))
+  save_generator(tmp_path / "gen", GeneratorBundle(spec, variables))
+  stored = read_tree(tmp_path / "gen", "generator")
+  assert {str(a.dtype) for a in jax.tree.leaves(stored)} == {"bfloat16"}
+  loaded = load_generator(tmp_path / "gen").variables
+  want = jax.tree.map(lambda a: np.asarray(jnp.asarray(a, jnp.bfloat16), np.float32), variables)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b) or a.dtype == np.float32, loaded, want)
+  assert {a.dtype for a in jax.tree.leaves(loaded)} == {np.dtype(np.float32)}
 
 
 def test_resume_after_a_kill_continues_with_identical_params(tmp_path, pong_q_agent, tiny_dataset, monkeypatch):
