@@ -6,6 +6,9 @@
 # Results land in $OUT: results.json (fidelity, steps, wall time, last curve row per run), one
 # reconstructions PNG per run, log.txt.
 #
+# AGENT, TRAIN and HELDOUT (packed datasets in carry/) pick the game: Pong's PPO agent by default,
+# e.g. AGENT=jaxprobe/assets/agents/seaquest-dqn TRAIN=seaquest-dqn10k HELDOUT=seaquest-dqn_heldout.
+#
 #   STEPS=6000 OUT=/tmp/out bash experiments/generator_losses.sh        # on the device
 #   STEPS=4 EXTRA="latent_dim=8 widths=[4,8,8,8]" OUT=/tmp/out bash experiments/generator_losses.sh   # smoke run
 set -euo pipefail
@@ -13,13 +16,17 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 STEPS=${STEPS:-6000}
 EXTRA=${EXTRA:-}
-AGENT=jaxprobe/assets/agents/pong
+AGENT=${AGENT:-jaxprobe/assets/agents/pong}
+TRAIN=${TRAIN:-pong10k}
+HELDOUT=${HELDOUT:-pong_heldout_ram}
+CONFIG=${CONFIG:-configs/generator_gpu.yaml}
 WORK=${WORK:-/tmp/gl_work}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 $PY -c "import jax; print('devices:', jax.devices(), 'jax', jax.__version__)"
-[ -d "$WORK/pong10k" ] || $PY experiments/device_data.py unpack carry/pong10k "$WORK/pong10k" --agent $AGENT
-[ -d "$WORK/pong_heldout" ] || $PY experiments/device_data.py unpack carry/pong_heldout "$WORK/pong_heldout" --agent $AGENT
+for d in "$TRAIN" "$HELDOUT"; do
+  [ -d "$WORK/$d" ] || $PY experiments/device_data.py unpack "carry/$d" "$WORK/$d" --agent "$AGENT"
+done
 RUNS=${RUNS:-"full 0.0;vae 0.0;full 0.5;vae 0.5"}
 IFS=';' read -ra RUN_LIST <<< "$RUNS"
 for run in "${RUN_LIST[@]}"; do
@@ -27,11 +34,11 @@ for run in "${RUN_LIST[@]}"; do
   name="$1_obj${2/./}$(printf '_%s' "${@:3}" | tr -c 'A-Za-z0-9_\n' '_')"
   name=${name%_}
   start=$(date +%s)
-  $PY -m jaxprobe.cli train-generator --config configs/generator_gpu.yaml --dataset "$WORK/pong10k" --agent $AGENT \
+  $PY -m jaxprobe.cli train-generator --config "$CONFIG" --dataset "$WORK/$TRAIN" --agent "$AGENT" \
     --out "$WORK/$name" ablation=$1 object_share=$2 total_steps=$STEPS checkpoint_every=$STEPS log_every=500 \
     image_every=$STEPS "${@:3}" $EXTRA --quiet
   end=$(date +%s)
-  $PY -m jaxprobe.cli fidelity --agent $AGENT --generator "$WORK/$name/generator" --dataset "$WORK/pong_heldout" \
+  $PY -m jaxprobe.cli fidelity --agent "$AGENT" --generator "$WORK/$name/generator" --dataset "$WORK/$HELDOUT" \
     --json "$WORK/$name/fidelity.json"
   cp "$WORK/$name/reconstructions.png" "$OUT/rec_$name.png"
   $PY - "$WORK/$name" "$name" $((end - start)) "$OUT/results.json" <<'PYEOF'

@@ -126,3 +126,19 @@ def test_named_counts_add_up_and_need_ram():
   total = objects.add(part(real), part(stack(ball=None, paddle=None)))
   assert objects.summarise(total)["named_drawn"]["ball"] == 0.5
   assert objects.summarise(objects.compare(real, real, BG))["named_drawn"] == {}
+
+
+def test_a_flat_grey_image_does_not_draw_the_named_ball_through_its_blended_edge():
+  real = stack(ball=(40, 40), paddle=None)
+  blend = np.array([190, 154, 126], np.uint8)  # white and Pong's brown, mixed by the resize
+  ring = np.zeros((84, 84), bool)
+  ring[39:43, 39:43] = True
+  ring[40:42, 40:42] = False
+  real[0, ring, 9:12] = blend  # the 2x2 ball's 12 edge pixels, in the newest frame
+  grey = np.full_like(real, 128)
+  # The measure's rule (half of the pixels within 25%) is met by the edge alone; precision tells.
+  plain = measure(real, grey)
+  assert plain["object_recall"] == 1.0 and plain["object_precision"] < 0.01
+  # A named object is judged on its core, the pixels far from the background: not drawn.
+  assert named(real, grey, pong_ram((40.5, 40.5)))["named_drawn"]["ball"] == 0.0
+  assert named(real, real, pong_ram((40.5, 40.5)))["named_drawn"]["ball"] == 1.0

@@ -48,6 +48,7 @@ class ObjectMeasure:
   match: float = 0.25  # a drawn pixel is within this of the real colour in every channel
   drawn_share: float = 0.5  # an object is drawn when this share of its pixels is
   radius: int = 2  # precision: reconstruction object pixels within this many pixels of a real object
+  core: float = 0.5  # named objects: judged on their pixels that differ from the background by more than this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,7 @@ class NamedObject:
   84 x 84); an address of None puts it at the offset itself, in screen pixels. The measured
   objects of the state's newest frame with a pixel within `half_rows` x `half_cols` of that
   centre are this object. The offsets were fitted on 1,000 recorded states of each game;
-  `experiments/ram_positions.py` prints how far the measured objects lie from where they put
+  `experiments/object_measure.py` prints how far the measured objects lie from where they put
   them (Pong's ball: half a pixel at the median, 2 px at the 90th percentile).
   """
 
@@ -152,6 +153,7 @@ def named_drawn(
   `labels` `(N * F, H, W)` are the real frames' objects (state-major, newest frame last),
   `drawn` `(K,)` whether each is drawn, `ram` `(N, 128)`. An object is present in a state when a
   measured object of its newest frame lies in its window, and drawn when all such objects are.
+  (`compare` passes whether each object's core is drawn: see `ObjectMeasure.core`.)
   """
   n = len(ram)
   newest = labels.reshape(n, -1, *labels.shape[1:])[:, -1]  # (N, H, W)
@@ -188,7 +190,9 @@ def compare(
   `drawn` per size bucket of `SIZES`, `states` with at least one object and `states_all_drawn`
   among them, and `recon_object_pixels` of which `near_real` lie within `radius` of a real object.
   With the states' `ram` `(N, 128)` and the game's `named` objects, also `named`: per object,
-  the states where it is present and those where it is drawn (`named_drawn`).
+  the states where it is present and those where it is drawn (`named_drawn`), judged on the
+  object's core (its pixels that differ from the background by more than `core`; all its pixels
+  where none do), so a flat grey image does not draw a submarine through its blended edge.
   """
   real_frames, recon_frames = frames_of(real), frames_of(recon)
   per_state = real_frames.shape[0] // len(real)
@@ -196,6 +200,12 @@ def compare(
   close = (np.abs(recon_frames.astype(np.int16) - real_frames.astype(np.int16)) <= measure.match * 255).all(-1)
   close_count = np.bincount(labels.ravel(), weights=close.ravel(), minlength=len(sizes))
   drawn = close_count[1:] >= measure.drawn_share * sizes[1:]
+  # An object's core: its pixels far from the background. The resize blends an object's edge pixels
+  # with the background into colours near mid-grey, which a flat grey image matches within 25%.
+  core = labels * object_pixels(real_frames, bg, dataclasses.replace(measure, differ=measure.core))
+  core_size = np.bincount(core.ravel(), minlength=len(sizes))
+  core_close = np.bincount(core.ravel(), weights=close.ravel(), minlength=len(sizes))
+  core_drawn = np.where(core_size[1:] > 0, core_close[1:] >= measure.drawn_share * core_size[1:], drawn)
   bucket = size_bucket(sizes[1:])
   state_of = frame_of(labels) // per_state
   states_with = np.unique(state_of)
@@ -212,7 +222,7 @@ def compare(
     near_real=int((recon_pixels & near).sum()),
   )
   if ram is not None and named:
-    counts["named"] = named_drawn(labels, drawn, ram, named)
+    counts["named"] = named_drawn(labels, core_drawn, ram, named)
   return counts
 
 

@@ -1,11 +1,13 @@
-"""Fits the RAM-to-screen offsets of a game's named objects (collection.objects.NAMED_OBJECTS).
+"""Checks of the object measure (collection.objects) on a dataset that holds RAM.
 
-For each named object, on a dataset that holds RAM: the measured objects of each state's newest
-frame within twice the object's window of where the current constants put it; the offset that puts
-the window's centre on their centroid (median over states); and how far the centroids lie from the
-centre the current constants give (percentiles, in 84 x 84 pixels) and how often an object is found.
+1. The RAM-to-screen offsets of the game's named objects (`NAMED_OBJECTS`): per object, the
+   measured objects of each state's newest frame within twice its window of where the constants
+   put it; the offset that puts the centre on their centroid (median over states); how far the
+   centroids lie from the centre the constants give (percentiles, 84 x 84 pixels).
+2. Baselines: the measure for "reconstructions" that draw nothing, the median frame and a flat
+   mid-grey image, so a generator's numbers can be read against them.
 
-  python experiments/ram_positions.py data/pong_heldout
+  python experiments/object_measure.py data/pong_heldout
 """
 
 import dataclasses
@@ -54,6 +56,17 @@ def main(path: str) -> None:
         f"    {axis}: offset {offset} now, {fitted:.2f} fitted; distance of the centroid from the centre "
         f"(50/90/99%): {np.percentile(error, [50, 90, 99]).round(2).tolist()} px"
       )
+  named = objects.NAMED_OBJECTS[game]
+  for name, recon in (
+    ("the median frame", np.tile(bg, (len(colour), 1, 1, 4))),
+    ("flat grey", np.full_like(colour, 128)),
+  ):
+    f = objects.summarise(objects.compare(colour, recon, bg, ram=ram.astype(np.uint8), named=named))
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in f["named_drawn"].items())
+    print(
+      f"  {name} as the reconstruction: objects drawn {f['object_recall']:.1%}, precision "
+      f"{f['object_precision'] or 0:.1%}; {shares}"
+    )
 
 
 if __name__ == "__main__":
