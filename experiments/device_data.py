@@ -3,8 +3,8 @@
 A lent accelerator takes at most 64 MiB of working tree, and a 10,000-state dataset is about
 1.2 GB as `.npy` files. Atari frames compress extremely well (`pack` of 10,000 Pong states:
 1.18 MiB with LZMA), so `pack` writes the arrays the agent cannot recompute (colour, gray,
-actions, rewards, dones, episodes, steps, and ram where the dataset has it) as `.npy.xz` with the manifest, and `unpack`
-rebuilds the dataset: the agent's outputs and the saliency masks are recomputed there with
+actions, rewards, dones, episodes, steps, and ram where the dataset has it) as `.npy.xz` with the
+manifest, and `unpack` rebuilds the dataset: the agent's outputs and the saliency masks are recomputed there with
 the collector's own function (`collection.recorder.make_explainer`), and the manifest gets
 the new checksums (`collection.dataset.finalise`).
 

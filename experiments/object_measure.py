@@ -36,8 +36,7 @@ def main(path: str) -> None:
     rows, cols = wide.centre(ram)
     found_rows, found_cols, states = [], [], []
     for i in range(len(colour)):
-      r0, c0 = max(rows[i] - wide.half_rows, 0), max(cols[i] - wide.half_cols, 0)
-      window = labels[i, r0 : rows[i] + wide.half_rows + 1, c0 : cols[i] + wide.half_cols + 1]
+      window = labels[i, objects.window_slice(rows[i], wide.half_rows), objects.window_slice(cols[i], wide.half_cols)]
       found = np.unique(window[window > 0])
       if len(found):
         r, c = ndimage.center_of_mass(np.isin(labels[i], found))

@@ -108,21 +108,12 @@ class RunDir:
     return restored["state"], restored["meta"]
 
   def resume(self, abstract_state: Any) -> Any:
-    """The latest checkpoint's state; the curve loses rows logged after it."""
+    """The latest checkpoint's state; the curve and the side tables lose rows logged after it."""
     state, meta = self.restore(abstract_state)
     self.wall_before = meta["wall_time"]
-    self.truncate_curve(meta["step"])
+    for table in sorted(self.path.glob("*.csv")):
+      truncate_table(table, meta["step"])
     return state
-
-  def truncate_curve(self, step: int) -> None:
-    """Drops curve rows past `step` (written after the checkpoint a resume starts from)."""
-    if not self.curve_file.exists():
-      return
-    with open(self.curve_file) as f:
-      rows = list(csv.DictReader(f))
-    kept = [r for r in rows if int(r["step"]) <= step]
-    if rows and len(kept) < len(rows):
-      write_csv(self.curve_file, kept, list(rows[0]))
 
   def log(self, row: dict) -> None:
     """Appends one row to curve.csv (the header first if the file is new).
@@ -154,6 +145,16 @@ class RunDir:
   def close(self) -> None:
     """Waits for pending checkpoint writes and releases the manager."""
     self.manager.close()
+
+
+def truncate_table(path: Path, step: int) -> None:
+  """Drops the rows of a run's table (curve.csv, a side table) past `step`: written after the checkpoint a
+  resume starts from."""
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  kept = [r for r in rows if int(r["step"]) <= step]
+  if rows and len(kept) < len(rows):
+    write_csv(path, kept, list(rows[0]))
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:

@@ -93,6 +93,12 @@ def test_killed_collection_resumes_to_a_valid_dataset(agent, tmp_path, monkeypat
     collect(agent, out, 200, num_envs=2, seed=1, chunk_steps=20, progress=False)
   with pytest.raises(UserError, match="made with epsilon"):
     collect(agent, out, 200, epsilon=0.5, num_envs=2, seed=1, chunk_steps=20, resume=True, progress=False)
+  # A partial collection begun by an older jaxprobe lacks an array: one line, and it is left as it was.
+  ram = ds.partial_path(out) / "ram.npy"
+  ram.rename(ram.with_suffix(".kept"))
+  with pytest.raises(UserError, match="lacks ram .begun by an older jaxprobe.; delete it"):
+    collect(agent, out, 200, num_envs=2, seed=1, chunk_steps=20, resume=True, progress=False)
+  ram.with_suffix(".kept").rename(ram)
   collect(agent, out, 200, num_envs=2, seed=1, chunk_steps=20, resume=True, progress=False)
   d = open_dataset(out)
   assert len(d) == 200 and not ds.partial_path(out).exists()

@@ -33,7 +33,7 @@ from jaxprobe.envs import COLOUR_STACK_SHAPE, FRAME_SIZE
 
 SIZES = ((2, 6), (7, 30), (31, COLOUR_STACK_SHAPE[0] * COLOUR_STACK_SHAPE[1]))  # object sizes in pixels
 SIZE_NAMES = ("2-6", "7-30", ">30")
-DESCRIBE_STATES = 2000  # real states a report describes, as many as `background` takes
+DESCRIBE_STATES = 2000  # real states the background is the median of, and a report describes
 # 8-connectivity within a frame, none across frames: frames are stacked on the first axis.
 _IN_FRAME = np.zeros((3, 3, 3), bool)
 _IN_FRAME[1] = True
@@ -61,7 +61,7 @@ class NamedObject:
   objects of the state's newest frame with a pixel within `half_rows` x `half_cols` of that
   centre are this object. The offsets were fitted on 1,000 recorded states of each game;
   `experiments/object_measure.py` prints how far the measured objects lie from where they put
-  them (Pong's ball: half a pixel at the median, 2 px at the 90th percentile).
+  them (Pong's ball: 0.4 px at the median, 2 px at the 90th percentile).
   """
 
   name: str
@@ -107,7 +107,7 @@ def frames_of(colour: np.ndarray) -> np.ndarray:
   return colour.reshape(n, h, w, c // 3, 3).transpose(0, 3, 1, 2, 4).reshape(n * (c // 3), h, w, 3)
 
 
-def background(colour: np.ndarray, max_states: int = 2000, seed: int = 0) -> np.ndarray:
+def background(colour: np.ndarray, max_states: int = DESCRIBE_STATES, seed: int = 0) -> np.ndarray:
   """The per-pixel median `(84, 84, 3)` uint8 of the frames of up to `max_states` colour stacks."""
   n = len(colour)
   rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_states), replace=False))
@@ -145,6 +145,11 @@ def frame_of(labels: np.ndarray) -> np.ndarray:
   return np.array([s[0].start for s in ndimage.find_objects(labels)], np.int64)
 
 
+def window_slice(centre: int, half: int) -> slice:
+  """Pixels within `half` of `centre` along one axis, clipped to the frame (empty when it lies outside)."""
+  return slice(max(centre - half, 0), max(centre + half + 1, 0))
+
+
 def named_drawn(
   labels: np.ndarray, drawn: np.ndarray, ram: np.ndarray, named: tuple[NamedObject, ...]
 ) -> dict[str, np.ndarray]:
@@ -163,11 +168,7 @@ def named_drawn(
     rows, cols = obj.centre(ram)
     present = drawn_all = 0
     for i in range(n):
-      window = newest[
-        i,
-        max(rows[i] - obj.half_rows, 0) : rows[i] + obj.half_rows + 1,
-        max(cols[i] - obj.half_cols, 0) : cols[i] + obj.half_cols + 1,
-      ]
+      window = newest[i, window_slice(rows[i], obj.half_rows), window_slice(cols[i], obj.half_cols)]
       found = np.unique(window[window > 0])
       if len(found):
         present += 1

@@ -137,6 +137,12 @@ def collect(
   gray_env = make_env_for(agent, env_id, num_envs=num_envs, seed=env_seed)
   colour_env = make_env_for(agent, env_id, num_envs=num_envs, seed=env_seed, colour=True)
   if resume:
+    missing = [name for name in array_specs(agent, frames) if not (partial / f"{name}.npy").is_file()]
+    if missing:
+      raise UserError(
+        f"--resume: the partial collection in {partial} lacks {', '.join(missing)} (begun by an older "
+        "jaxprobe); delete it and collect again"
+      )
     arrays = ds.open_arrays_for_append(partial, list(array_specs(agent, frames)))
   else:
     arrays = ds.create_arrays(partial, array_specs(agent, frames))

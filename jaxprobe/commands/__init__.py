@@ -12,6 +12,7 @@ from jaxprobe.commands import (
   evaluate_agent,
   explain,
   fidelity,
+  fit_prior,
   goggles,
   probe,
   train_agent,
@@ -28,6 +29,7 @@ PIPELINE = (
   train_generator,  # generator: learn to draw them
   goggles,  # generator: does the agent still play through it?
   fidelity,  # generator: what survives, state by state
+  fit_prior,  # generator: where its states lie in latent space
   probe,  # search: states of interest
   write_report,  # evaluation and report
   demo,  # all of it on the bundled assets

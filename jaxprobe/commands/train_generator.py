@@ -100,9 +100,10 @@ def train_generator(
     return GeneratorBundle(spec, variables, metadata or {})
 
   def save(state, step, wall):
-    run.save(step, state, dict(step=step, wall_time=wall))
+    # The check first: a process killed after the checkpoint still has its row.
     check = fidelity(agent, bundle(state), dataset, num=CHECK_STATES, seed=config.seed)
     run.record("objects.csv", dict(step=step, **fidelity_row(check)))
+    run.save(step, state, dict(step=step, wall_time=wall))
     plot_curve(
       run.curve_file,
       run.path / "curve.png",

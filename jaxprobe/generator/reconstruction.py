@@ -8,6 +8,8 @@ reconstruction error on salient pixels and elsewhere.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,5 +131,5 @@ def fidelity_row(f: dict) -> dict:
   """`fidelity`'s numbers as one flat table row: actions kept, objects drawn by size and by name."""
   row = {k: f[k] for k in ("action_agreement", "L_a", "object_recall", "states_all_drawn", "object_precision")}
   row.update({f"recall_{size}": share for size, share in f["recall_by_size"].items()})
-  row.update({f"drawn_{name.replace(' ', '_')}": share for name, share in f["named_drawn"].items()})
+  row.update({"drawn_" + re.sub(r"\W+", "_", name): share for name, share in f["named_drawn"].items()})
   return {k: "" if v is None else round(float(v), 4) for k, v in row.items()}

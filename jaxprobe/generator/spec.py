@@ -21,6 +21,7 @@ from jaxprobe.collection.dataset import Dataset
 from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
 from jaxprobe.generator.autoencoder import Generator, to_agent_view
+from jaxprobe.generator.prior import GaussianMixture, standard_normal
 
 FORMAT_VERSION = 1
 SPEC_FILE = "generator.json"
@@ -60,6 +61,11 @@ class GeneratorBundle:
   spec: GeneratorSpec
   variables: Any  # {"params": ..., "batch_stats": ...}
   metadata: dict = dataclasses.field(default_factory=dict)
+  prior: GaussianMixture | None = None  # of the standardised latents u (`generator.prior`); None: N(0, I)
+
+  def latent_prior(self) -> GaussianMixture:
+    """The density searches start from and are regularised by: the fitted one, else N(0, I)."""
+    return self.prior if self.prior is not None else standard_normal(self.spec.latent_dim)
 
   def latent_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) of the encoder's means on real states: where the data lies in latent space.
@@ -107,14 +113,14 @@ def check_same_agent(agent: Agent, dataset: Dataset | None = None, generator: Ge
       )
 
 
-STORAGE_DTYPE = "bfloat16"  # of saved parameters: half the size, and no measured number moves (docs/generator.md)
+STORAGE_DTYPE = "bfloat16"  # of saved parameters: half the size; measured numbers move by < 0.2 points (docs)
 
 
 def save_generator(path: str | Path, bundle: GeneratorBundle) -> Path:
   """Writes `bundle` to directory `path`, replacing an earlier generator there only once complete.
 
-  Parameters are stored as bfloat16 and read back as float32 (`load_generator`); training
-  checkpoints (`runs`) keep float32, so a resumed run is exact.
+  Parameters are stored as bfloat16 and read back as float32 (`load_generator`); batch norm
+  statistics and the latent prior stay float32, and so do training checkpoints (`runs`).
   """
   spec = dict(
     format_version=FORMAT_VERSION,
@@ -122,7 +128,10 @@ def save_generator(path: str | Path, bundle: GeneratorBundle) -> Path:
     param_storage=STORAGE_DTYPE,
     metadata=bundle.metadata,
   )
-  stored = jax.tree_util.tree_map(lambda a: jnp.asarray(a, STORAGE_DTYPE), jax.device_get(bundle.variables))
+  stored = dict(jax.device_get(bundle.variables))
+  stored["params"] = jax.tree_util.tree_map(lambda a: jnp.asarray(a, STORAGE_DTYPE), stored["params"])
+  if bundle.prior is not None:  # float32: its Cholesky factors need the precision
+    stored = dict(stored, prior=jax.tree_util.tree_map(np.asarray, bundle.prior._asdict()))
   return save_bundle(path, stored, SPEC_FILE, spec, "a generator checkpoint")
 
 
@@ -154,12 +163,17 @@ def load_generator(path: str | Path, expect: GeneratorSpec | None = None) -> Gen
           f"generator checkpoint {path} has {field} {getattr(spec, field)}, the config says "
           f"{getattr(expect, field)}; use a matching config or another checkpoint"
         )
-  variables = read_tree(path, "generator checkpoint")
+  variables = dict(read_tree(path, "generator checkpoint"))
+  prior = variables.pop("prior", None)
   want = jax.eval_shape(spec.init, jax.random.key(0))
   got_shapes = jax.tree_util.tree_map(np.shape, variables)
   if jax.tree_util.tree_map(lambda a: tuple(a.shape), want) != got_shapes:
     raise UserError(
       f"generator checkpoint {path}: its parameters do not fit the network its {SPEC_FILE} describes; save it again"
     )
+  if prior is not None:
+    prior = GaussianMixture(**{k: np.asarray(prior[k], np.float32) for k in GaussianMixture._fields})
+    if prior.means.shape[-1] != spec.latent_dim:
+      raise UserError(f"generator checkpoint {path}: its latent prior does not fit latent_dim {spec.latent_dim}")
   as_float32 = lambda a: np.asarray(jnp.asarray(a, jnp.float32))  # stored as bfloat16 or (older) float32
-  return GeneratorBundle(spec, jax.tree_util.tree_map(as_float32, variables), meta.get("metadata", {}))
+  return GeneratorBundle(spec, jax.tree_util.tree_map(as_float32, variables), meta.get("metadata", {}), prior)

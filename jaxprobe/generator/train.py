@@ -23,9 +23,9 @@ from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.collection.loader import batches
 from jaxprobe.errors import UserError
-from jaxprobe.generator import losses
+from jaxprobe.generator import losses, prior
 from jaxprobe.generator.autoencoder import Generator
-from jaxprobe.generator.spec import GeneratorSpec, check_same_agent
+from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, check_same_agent
 from jaxprobe.parallel import batch_sharding, replicated
 
 ABLATIONS = ("full", "vae", "saliency", "perception")
@@ -139,16 +139,32 @@ def make_train_step(
   return train_step
 
 
-def latent_statistics(network: Generator, variables: dict, colour: np.ndarray, batch: int = 256) -> dict:
+def encoder_means(network: Generator, variables: dict, colour: np.ndarray, batch: int = 256) -> np.ndarray:
+  """The encoder's means `(N, latent_dim)` of real colour stacks `(N, 84, 84, 12)` uint8."""
+  encode = jax.jit(lambda v, x: network.apply(v, x.astype(jnp.float32) / 255.0, method="encode")[0])
+  return np.concatenate(
+    [np.asarray(encode(variables, np.asarray(colour[i : i + batch]))) for i in range(0, len(colour), batch)]
+  )
+
+
+def latent_statistics(network: Generator, variables: dict, colour: np.ndarray) -> dict:
   """Per-dimension mean and std of the encoder's means over real colour stacks (uint8).
 
   The search works in these coordinates (docs/generator.md, section 'Latent coordinates').
   """
-  encode = jax.jit(lambda v, x: network.apply(v, x.astype(jnp.float32) / 255.0, method="encode")[0])
-  means = np.concatenate(
-    [np.asarray(encode(variables, np.asarray(colour[i : i + batch]))) for i in range(0, len(colour), batch)]
-  )
+  means = encoder_means(network, variables, colour)
   return dict(latent_mean=means.mean(0).round(6).tolist(), latent_std=np.maximum(means.std(0), 1e-3).round(6).tolist())
+
+
+def fit_latent_prior(
+  generator: GeneratorBundle, colour: np.ndarray, key: jax.Array
+) -> tuple[prior.GaussianMixture, dict]:
+  """The latent prior of `generator`: a Gaussian mixture fitted to the standardised latents
+  u = (z - m) / s of real colour stacks (`prior.fit_best`); also the held-out log density per
+  number of components."""
+  mean, std = generator.latent_coordinates()
+  u = (encoder_means(generator.spec.network(), generator.variables, colour) - mean) / std
+  return prior.fit_best(u, key)
 
 
 def check_inputs(config: GeneratorConfig, dataset: Dataset, agent: Agent, mesh: jax.sharding.Mesh) -> None:

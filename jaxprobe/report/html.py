@@ -198,7 +198,9 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
       gauge_summary(dataset["colour"], agent.spec.env_id),
       len(dataset),
       spread(dataset["gray"]),
-      objects.describe(dataset["colour"][:: max(1, len(dataset) // objects.DESCRIBE_STATES)], bg),
+      objects.describe(
+        dataset["colour"][np.linspace(0, len(dataset) - 1, min(len(dataset), objects.DESCRIBE_STATES)).astype(int)], bg
+      ),
     ),
   )
   if rollouts is not None:

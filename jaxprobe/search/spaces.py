@@ -1,9 +1,11 @@
 """The two spaces a search runs in, and `probe`: every target's states found in one of them.
 
-Latent space (the paper's method): E(u) = target(A(gray(G(z)))) + alpha * 0.5 ||u||^2
-from u ~ N(0, I), where z = m + s * u in the standardised coordinates of the encoder's
+Latent space (the paper's method): E(u) = target(A(gray(G(z)))) + alpha * P(u) from u drawn
+from the latent prior, where z = m + s * u in the standardised coordinates of the encoder's
 latents on real states (`GeneratorBundle.latent_coordinates`): at the paper's KL weight the
-data does not lie near N(0, I) in z itself. Pixel space (the paper's baseline, activation
+data does not lie near N(0, I) in z itself. P(u) = -log p(u) - D/2 log(2 pi) of the generator's
+fitted prior (`generator.prior`, `jaxprobe fit-prior`), and 0.5 ||u||^2, the paper's term,
+for a generator without one. Pixel space (the paper's baseline, activation
 maximisation): the agent's input itself is optimised from noise, x = 255 sigmoid(u), with
 total-variation, blur and jitter regularisers; it finds states the agent reads as intended
 but that lie far from the game's states. docs/search.md has the formulas and values.
@@ -26,6 +28,7 @@ from jaxprobe import saliency
 from jaxprobe.agents.agent import Agent, greedy_actions
 from jaxprobe.config import option
 from jaxprobe.errors import UserError
+from jaxprobe.generator import prior
 from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
 from jaxprobe.parallel import batch_mesh, batch_sharding
 from jaxprobe.search.optimise import OptimiseConfig, optimise, resolve_chunk
@@ -38,7 +41,7 @@ class ProbeConfig(OptimiseConfig):
 
   space: Literal["latent", "pixel"] = option("latent", "where to search")
   num: int = option(256, "states per target")
-  alpha: float = option(0.01, "weight of the latent prior 0.5||u||^2")
+  alpha: float = option(0.01, "weight of the latent prior term -log p(u) (0.5||u||^2 for N(0, I))")
   tau: float = option(1.0, "temperature of the targets' soft max/min")
   seed: int = option(0, "seed of the starting points")
   tv_weight: float = 0.3  # pixel space: total variation (per pixel, in [0, 1] units)
@@ -91,10 +94,13 @@ def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: Ge
   if config.space == "latent":
     render = latent_renderer(generator)
 
+    latent_prior = generator.latent_prior()
+    prior_term = jax.vmap(lambda x: prior.prior_energy(latent_prior, x))
+
     def energy(u, key):
       del key
       _, obs = render(generator.variables, u)
-      return score(spec.apply(params, obs)) + config.alpha * 0.5 * jnp.sum(u**2, axis=-1)
+      return score(spec.apply(params, obs)) + config.alpha * prior_term(u)
   else:
 
     def energy(u, key):
@@ -120,12 +126,15 @@ def check_inputs(agent: Agent, generator: GeneratorBundle | None, config: ProbeC
 
 
 def initial_variables(agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig) -> jnp.ndarray:
-  """The seeded start: u ~ N(0, I) in latent coordinates, or uniform-noise images (as logits).
+  """The seeded start: u from the generator's latent prior (N(0, I) without a fitted one), or
+  uniform-noise images (as logits).
 
   Independent of chunking: `(num, latent_dim)` or `(num, 4, 84, 84)`.
   """
   key = jax.random.key(config.seed)
   if config.space == "latent":
+    if generator.prior is not None:
+      return prior.sample(generator.prior, key, config.num)
     return jax.random.normal(key, (config.num, generator.spec.latent_dim))
   x = jax.random.uniform(key, (config.num, *agent.spec.obs_shape), minval=0.05, maxval=0.95)
   return jnp.log(x) - jnp.log1p(-x)
