@@ -32,7 +32,7 @@ from jaxprobe.files import check_dir_path, write_atomic
 
 # Fields that may differ between a run and its resumption: how long to train, how often to save,
 # and how the same computation is implemented.
-RESUMABLE_CHANGES = ("total_steps", "stop_after", "checkpoint_every", "log_every", "conv_impl", "loop")
+RESUMABLE_CHANGES = ("total_steps", "stop_after", "checkpoint_every", "log_every", "conv_impl", "loop", "fit_prior")
 
 
 class RunDir:

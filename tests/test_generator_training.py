@@ -127,7 +127,14 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(ablation):
 # --- `train` and `jaxprobe train-generator`: resume, data parallelism, bad inputs -------------------
 
 TINY_RUN = GeneratorConfig(
-  latent_dim=8, widths=(4, 8, 8, 8), batch_size=4, total_steps=6, checkpoint_every=2, log_every=1, image_every=100
+  latent_dim=8,
+  widths=(4, 8, 8, 8),
+  batch_size=4,
+  total_steps=6,
+  checkpoint_every=2,
+  log_every=1,
+  image_every=100,
+  fit_prior=False,  # fitted in the command's test below and in test_prior.py
 )
 TINY_YAML = "latent_dim: 8\nwidths: [4, 8, 8, 8]\nbatch_size: 4\ntotal_steps: 2\ncheckpoint_every: 1\nlog_every: 1\n"
 
@@ -247,6 +254,8 @@ def test_train_generator_bad_inputs(tmp_path, capsys, pong_q_agent_path, tiny_da
   run = tmp_path / "run"
   assert main(base + ["--agent", str(pong_q_agent_path), "--out", str(run)]) == 0
   capsys.readouterr()
+  # The finished run's generator carries its fitted latent prior.
+  assert load_generator(run / "generator").metadata["latent_prior"]["states"] == len(tiny_dataset)
   before = files_digest(run)
   cases = [
     (["--agent", str(other_agent), "--out", str(tmp_path / "r2")], "was collected by another agent"),

@@ -6,7 +6,8 @@
 The run directory gets config.yaml, checkpoints (latest only), curve.csv and curve.png,
 objects.csv (at each checkpoint, on 256 training states: greedy actions kept and objects drawn,
 as `jaxprobe fidelity` measures them), reconstructions.png (real states beside G(E(x)), the agent's action on each) and
-generator/, which every later command loads. The loss and its values: docs/generator.md.
+generator/, which every later command loads, with the latent prior fitted at the end (`fit_prior`,
+as `jaxprobe fit-prior` does). The loss and its values: docs/generator.md.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.collection.dataset import Dataset, open_dataset
 from jaxprobe.commands import flags
 from jaxprobe.config import load_config, to_dict
+from jaxprobe.evaluation.samples import fit_prior
 from jaxprobe.files import plain, save_png
 from jaxprobe.generator.reconstruction import fidelity, fidelity_row
-from jaxprobe.generator.spec import GeneratorBundle, save_generator
+from jaxprobe.generator.spec import GeneratorBundle, load_generator, save_generator
 from jaxprobe.generator.train import (
   GeneratorConfig,
   check_inputs,
@@ -155,7 +157,11 @@ def train_generator(
   )
   draw(state, config.total_steps)
   run.close()
-  return bundle(state)
+  generator = load_generator(run.path / "generator")
+  if config.fit_prior:
+    generator, _ = fit_prior(generator, dataset, seed=config.seed)
+    save_generator(run.path / "generator", generator)
+  return generator
 
 
 def run(args: argparse.Namespace) -> None:

@@ -51,6 +51,7 @@ class GeneratorConfig:
   checkpoint_every: int = 1_000
   log_every: int = 100
   image_every: int = 1_000
+  fit_prior: bool = True  # at the end, fit the latent prior the search uses (`jaxprobe fit-prior`)
 
   def loss_weights(self) -> tuple[float, float]:
     """(beta, eta) after the ablation: vae drops both, saliency drops eta, perception drops beta."""
