@@ -14,9 +14,12 @@ import pytest
 from jaxprobe.agents.agent import fingerprint
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.cli import main
+from jaxprobe.collection.dataset import Dataset, open_dataset
+from jaxprobe.collection.recorder import collect
 from jaxprobe.errors import UserError
 from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, save_generator
-from jaxprobe.search.spaces import ProbeConfig, probe
+from jaxprobe.search.spaces import ProbeConfig, initial_variables, probe, start_rows
+from jaxprobe.search.targets import get_target
 
 TINY = dict(latent_dim=8, widths=(4, 8, 8, 8))
 
@@ -155,3 +158,43 @@ def test_sharded_probe_on_four_virtual_devices_equals_one_device(pong_q_agent_pa
   """)
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0 and "ok 4" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def states(agent, tmp_path_factory):
+  """64 states of the agent's game, to start searches from."""
+  out = tmp_path_factory.mktemp("probe_data") / "pong"
+  collect(agent, out, 64, num_envs=2, seed=4, progress=False)
+  return open_dataset(out)
+
+
+def test_starts_from_data_are_the_standardised_encodings_of_the_chosen_states(agent, generator, states):
+  target = get_target("T-", "q", 6, 1.0)
+  config = dataclasses.replace(CONFIG, init="data", num=6)
+  rows = start_rows(agent, target, config, states)
+  np.testing.assert_array_equal(rows, np.random.default_rng(config.seed).choice(64, 6, replace=False))
+  start = np.asarray(initial_variables(agent, generator, config, rows, states))
+  mean, std = generator.latent_coordinates()
+  colour = np.asarray(states["colour"][rows]) / np.float32(255)
+  z = generator.spec.network().apply(generator.variables, colour, method="encode")[0]
+  np.testing.assert_allclose(start, (np.asarray(z) - mean) / std, rtol=1e-5, atol=1e-5)
+  # data-nearest: the states whose recorded outputs have the lowest target energy, lowest first.
+  nearest = start_rows(agent, target, dataclasses.replace(config, init="data-nearest"), states)
+  energy = np.asarray(jax.vmap(target.energy)({"q": np.asarray(states["q"])}))
+  np.testing.assert_array_equal(nearest, np.argsort(energy, kind="stable")[:6])
+  # A search started from data records the rows and still lowers the energy.
+  (result,) = probe(agent, generator, ["T-"], dataclasses.replace(config, init="data-nearest"), False, states)
+  np.testing.assert_array_equal(result.start_rows, nearest)
+  assert result.energy_end.mean() < result.energy_start.mean()
+
+
+def test_data_start_bad_inputs(agent, generator, states):
+  data = dataclasses.replace(CONFIG, init="data")
+  with pytest.raises(UserError, match="--init data needs --dataset"):
+    probe(agent, generator, ["T-"], data, progress=False)
+  with pytest.raises(UserError, match="pixel space starts from noise"):
+    probe(agent, generator, ["T-"], dataclasses.replace(data, space="pixel"), False, states)
+  manifest = dict(states.manifest, agent=dict(states.manifest["agent"], env_id="Breakout-v5"))
+  other_game = Dataset(states.path, manifest, states.arrays)
+  with pytest.raises(UserError, match="holds Breakout-v5 states, the agent plays Pong-v5"):
+    probe(agent, generator, ["T-"], data, False, other_game)

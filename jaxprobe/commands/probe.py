@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxprobe.agents.agent import Agent, fingerprint
 from jaxprobe.agents.checkpoint import load_agent
+from jaxprobe.collection.dataset import open_dataset
 from jaxprobe.commands import flags
 from jaxprobe.config import add_flags, from_flags, to_dict
 from jaxprobe.evaluation.novelty import spread
@@ -32,7 +33,8 @@ from jaxprobe.search.spaces import ProbeConfig, ProbeResult, probe
 NAME = "probe"
 HELP = "search the generator's latent space (or pixels) for states of interest"
 DESCRIPTION = (
-  "Minimise target(agent(G(z))) + alpha/2 ||u||^2 for --num latents at once with Adam; or, with "
+  "Minimise target(agent(G(z))) + alpha * -log p(u) (the generator's latent prior) for --num latents at "
+  "once with Adam, from samples of the prior or from real states (--init); or, with "
   "--space pixel, the paper's baseline that optimises the agent's input directly. Targets: T+, T-, "
   "T+-, S+, S-, S+-, action:N, not-action:N, or module:function (your own energy of one state's "
   "outputs dict)."
@@ -46,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.generator(p, required=False, help="generator checkpoint (needed for --space latent)")
   p.add_argument("--target", action="append", help="target to minimise; repeat for several (default: T-)")
   add_flags(p, ProbeConfig)
+  p.add_argument("--dataset", help="states of the agent's game, for --init data or data-nearest")
   flags.out(p, "output directory")
   flags.quiet(p)
 
@@ -108,6 +111,7 @@ def write_run(
       greedy_action=r.greedy.tolist(),
       outputs={k: np.asarray(v).round(5).tolist() for k, v in r.outputs.items()},
       curve=np.asarray(r.curve).round(5).tolist(),
+      start_rows=None if r.start_rows is None else r.start_rows.tolist(),
     )
     write_json(folder / "run.json", record, indent=None)
     summary.append(
@@ -180,8 +184,9 @@ def run(args: argparse.Namespace) -> None:
   config = from_flags(ProbeConfig, args)
   agent = load_agent(args.agent)
   generator = load_generator(args.generator) if args.generator else None
+  dataset = open_dataset(args.dataset, verify=False) if args.dataset else None
   prepare_out_dir(args.out)
-  results = probe(agent, generator, args.target or ["T-"], config, progress=not args.quiet)
+  results = probe(agent, generator, args.target or ["T-"], config, progress=not args.quiet, dataset=dataset)
   write_run(args.out, agent, generator, config, results, args.agent, args.generator or "")
   print(summary_table(results))
   print(f"wrote {args.out}/probe.json and one folder per target (best.png, energy.png, run.json, arrays)")

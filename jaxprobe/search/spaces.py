@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 
 from jaxprobe import saliency
 from jaxprobe.agents.agent import Agent, greedy_actions
+from jaxprobe.collection.dataset import Dataset
 from jaxprobe.config import option
 from jaxprobe.errors import UserError
 from jaxprobe.generator import prior
 from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
+from jaxprobe.generator.train import encoder_means
 from jaxprobe.parallel import batch_mesh, batch_sharding
 from jaxprobe.search.optimise import OptimiseConfig, optimise, resolve_chunk
 from jaxprobe.search.targets import Target, get_target
@@ -40,6 +42,11 @@ class ProbeConfig(OptimiseConfig):
   """A search: the optimiser's settings (inherited), where to search, how many states, the energy's weights."""
 
   space: Literal["latent", "pixel"] = option("latent", "where to search")
+  init: Literal["prior", "data", "data-nearest"] = option(
+    "prior",
+    "latent starts: samples of the generator's latent prior, encodings of random states of --dataset, or of "
+    "its states nearest the target (lowest target energy)",
+  )
   num: int = option(256, "states per target")
   alpha: float = option(0.01, "weight of the latent prior term -log p(u) (0.5||u||^2 for N(0, I))")
   tau: float = option(1.0, "temperature of the targets' soft max/min")
@@ -64,6 +71,7 @@ class ProbeResult(NamedTuple):
   curve: np.ndarray  # (steps,) mean energy
   seconds: float  # the search itself, compilation excluded
   compile_s: float = 0.0
+  start_rows: np.ndarray | None = None  # (num,) dataset rows the search started from (`init` data, data-nearest)
 
 
 def total_variation(x: jnp.ndarray) -> jnp.ndarray:
@@ -113,8 +121,11 @@ def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: Ge
   return energy
 
 
-def check_inputs(agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig) -> None:
-  """A UserError for a search that cannot run: no states, no steps, or a generator that does not fit."""
+def check_inputs(
+  agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig, dataset: Dataset | None = None
+) -> None:
+  """A UserError for a search that cannot run: no states, no steps, a generator that does not fit, or
+  starts from data without a dataset of the agent's game."""
   if config.num <= 0:
     raise UserError(f"--num must be positive, got {config.num}")
   if config.steps <= 0:
@@ -123,15 +134,43 @@ def check_inputs(agent: Agent, generator: GeneratorBundle | None, config: ProbeC
     if generator is None:
       raise UserError("latent-space search needs --generator (or use --space pixel)")
     check_same_agent(agent, generator=generator)
+  if config.init != "prior":
+    if config.space != "latent":
+      raise UserError(f"--init {config.init} starts latent searches; pixel space starts from noise")
+    if dataset is None:
+      raise UserError(f"--init {config.init} needs --dataset: states of the agent's game to start from")
+    if dataset.manifest["agent"]["env_id"] != agent.spec.env_id:
+      raise UserError(
+        f"dataset {dataset.path} holds {dataset.manifest['agent']['env_id']} states, the agent plays "
+        f"{agent.spec.env_id}; use a dataset of the agent's game"
+      )
 
 
-def initial_variables(agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig) -> jnp.ndarray:
-  """The seeded start: u from the generator's latent prior (N(0, I) without a fitted one), or
-  uniform-noise images (as logits).
+def start_rows(agent: Agent, target: Target, config: ProbeConfig, dataset: Dataset) -> np.ndarray:
+  """The dataset rows `(num,)` a data start encodes: seeded random ones (`init` data), or those whose
+  recorded outputs have the lowest target energy (data-nearest), repeated when `num` exceeds the dataset."""
+  n = len(dataset)
+  if config.init == "data":
+    return np.random.default_rng(config.seed).choice(n, config.num, replace=config.num > n)
+  outputs = {k: np.asarray(dataset[k]) for k in agent.spec.heads}
+  energy = np.asarray(jax.jit(jax.vmap(target.energy))(outputs))
+  return np.resize(np.argsort(energy, kind="stable"), config.num)
+
+
+def initial_variables(
+  agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig, rows: np.ndarray | None = None, dataset=None
+) -> jnp.ndarray:
+  """The seeded start: u from the generator's latent prior (N(0, I) without a fitted one), the
+  standardised encodings of `dataset`'s states `rows`, or uniform-noise images (as logits).
 
   Independent of chunking: `(num, latent_dim)` or `(num, 4, 84, 84)`.
   """
   key = jax.random.key(config.seed)
+  if rows is not None:
+    mean, std = generator.latent_coordinates()
+    unique = np.unique(rows)  # sorted: memory-mapped reads go forward, each state encoded once
+    z = encoder_means(generator.spec.network(), generator.variables, np.asarray(dataset["colour"][unique]))
+    return jnp.asarray((z[np.searchsorted(unique, rows)] - mean) / std)
   if config.space == "latent":
     if generator.prior is not None:
       return prior.sample(generator.prior, key, config.num)
@@ -141,11 +180,18 @@ def initial_variables(agent: Agent, generator: GeneratorBundle | None, config: P
 
 
 def probe_target(
-  agent: Agent, generator: GeneratorBundle | None, target: Target, config: ProbeConfig, sharding=None, on_chunk=None
+  agent: Agent,
+  generator: GeneratorBundle | None,
+  target: Target,
+  config: ProbeConfig,
+  sharding=None,
+  on_chunk=None,
+  dataset: Dataset | None = None,
 ) -> ProbeResult:
   """The search for one target: `config.num` states from the seeded start, then the agent's reading of them."""
   energy = make_energy(agent, target, config, generator)
-  v0 = initial_variables(agent, generator, config)
+  rows = start_rows(agent, target, config, dataset) if config.init != "prior" else None
+  v0 = initial_variables(agent, generator, config, rows, dataset)
   t0 = time.perf_counter()
   result = optimise(
     energy, v0, config, jax.random.key(config.seed + 1), sharding=sharding, name=target.name, on_chunk=on_chunk
@@ -173,14 +219,23 @@ def probe_target(
     result.curve,
     seconds,
     result.compile_s,
+    rows,
   )
 
 
 def probe(
-  agent: Agent, generator: GeneratorBundle | None, targets: Sequence[str], config: ProbeConfig, progress: bool = True
+  agent: Agent,
+  generator: GeneratorBundle | None,
+  targets: Sequence[str],
+  config: ProbeConfig,
+  progress: bool = True,
+  dataset: Dataset | None = None,
 ) -> list[ProbeResult]:
-  """Runs the search for each target name; all states of a target are one (chunked) compiled program."""
-  check_inputs(agent, generator, config)
+  """Runs the search for each target name; all states of a target are one (chunked) compiled program.
+
+  `dataset` (states of the agent's game) is needed for starts from data (`config.init`).
+  """
+  check_inputs(agent, generator, config, dataset)
   resolved = [get_target(t, agent.spec.kind, agent.spec.num_actions, config.tau) for t in targets]
   if not resolved:
     raise UserError("give at least one --target")
@@ -190,6 +245,6 @@ def probe(
   results = []
   for target in resolved:
     bar.set_postfix(target=target.name)
-    results.append(probe_target(agent, generator, target, config, sharding, on_chunk=bar.update))
+    results.append(probe_target(agent, generator, target, config, sharding, on_chunk=bar.update, dataset=dataset))
   bar.close()
   return results
