@@ -1,6 +1,7 @@
 """Novelty against brute force, and the HTML report: renders in Chromium, refuses mixed agents."""
 
 import dataclasses
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ from jaxprobe.evaluation.gauges import GAUGES, gauge_summary, read_gauge
 from jaxprobe.evaluation.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty, spread
 from jaxprobe.evaluation.rollouts import oxygen_at_death, rollout_evidence
 from jaxprobe.generator.spec import save_generator
+from jaxprobe.report.html import target_section
 from jaxprobe.search.spaces import ProbeConfig, probe
 
 
@@ -224,3 +226,23 @@ def test_oxygen_gauge_read_from_pixels_follows_the_ram_meter():
     atol=1e-5,
   )
   assert gauge_summary(frames, "Pong-v5") == {}
+
+
+def test_a_search_started_from_real_states_shows_its_start_first(probe_runs, tmp_path, pong_q_agent_path):
+  args = ["probe", "--agent", str(pong_q_agent_path), "--generator", str(probe_runs / "gen"), "--target", "T-"]
+  args += ["--num", "4", "--steps", "2", "--quiet"]
+  data = str(probe_runs / "data")
+  assert main([*args, "--init", "data", "--dataset", data, "--out", str(tmp_path / "from_data")]) == 0
+  run = json.loads((tmp_path / "from_data" / "latent_Tminus" / "run.json").read_text())
+  assert len(run["start_rows"]) == 4 and run["start_dataset"] == str(Path(data).absolute())
+  agent, dataset = load_agent(pong_q_agent_path), open_dataset(data)
+  bg = objects.background(dataset["colour"])
+  section = lambda folder: target_section(folder / "latent_Tminus", agent, dataset, 1.0, 4, bg)
+  with_start, plain = section(tmp_path / "from_data"), section(probe_runs / "latent")
+  # Two columns of samples, each one 168-pixel frame and a 6-pixel gap wider.
+  assert with_start["sheet"].shape[1] == plain["sheet"].shape[1] + 2 * (168 + 6)
+  # The start frame is the dataset's state the row began from (first 168 x 168 of the first sample).
+  best = run["best_first"][0]
+  start = np.kron(np.asarray(dataset["colour"][run["start_rows"][best]])[..., -3:], np.ones((2, 2, 1), np.uint8))
+  rows, cols = np.nonzero((with_start["sheet"][..., :3] == start[0, 0]).all(-1))
+  assert any((with_start["sheet"][r : r + 168, c : c + 168] == start).all() for r, c in zip(rows[:200], cols[:200]))

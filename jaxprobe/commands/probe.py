@@ -67,6 +67,7 @@ def write_run(
   agent_path: str = "",
   generator_path: str = "",
   show: int = SHOW,
+  dataset_path: str = "",
 ) -> Path:
   """Per target a folder of arrays, a JSON and two images; `probe.json` describes the run."""
   out = prepare_out_dir(out)
@@ -112,6 +113,7 @@ def write_run(
       outputs={k: np.asarray(v).round(5).tolist() for k, v in r.outputs.items()},
       curve=np.asarray(r.curve).round(5).tolist(),
       start_rows=None if r.start_rows is None else r.start_rows.tolist(),
+      start_dataset=None if r.start_rows is None else str(Path(dataset_path).absolute()),
     )
     write_json(folder / "run.json", record, indent=None)
     summary.append(
@@ -187,6 +189,8 @@ def run(args: argparse.Namespace) -> None:
   dataset = open_dataset(args.dataset, verify=False) if args.dataset else None
   prepare_out_dir(args.out)
   results = probe(agent, generator, args.target or ["T-"], config, progress=not args.quiet, dataset=dataset)
-  write_run(args.out, agent, generator, config, results, args.agent, args.generator or "")
+  write_run(
+    args.out, agent, generator, config, results, args.agent, args.generator or "", dataset_path=args.dataset or ""
+  )
   print(summary_table(results))
   print(f"wrote {args.out}/probe.json and one folder per target (best.png, energy.png, run.json, arrays)")

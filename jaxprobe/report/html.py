@@ -104,11 +104,16 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     by_energy = nearest_by_energy(np.asarray(run["energy_end"])[best], ref_energy)[:, 0]
   except UserError:  # a user target whose module is not importable here
     by_energy = None
+  starts = run.get("start_rows")  # searches started from real states (--init data, data-nearest)
+  if starts is not None and Path(run.get("start_dataset") or "").absolute() != Path(dataset.path).absolute():
+    starts = None  # its rows index another dataset than the report's
   tiles, captions = [], []
   for j, i in enumerate(best):
     q = np.asarray(run["outputs"][head][i])
     real = nov.nearest[i]
     row = [_frame(colour[i]), _frame(dataset["colour"][real])]
+    if starts is not None:
+      row.insert(0, _frame(dataset["colour"][starts[i]]))
     if by_energy is not None:
       row.append(_frame(dataset["colour"][by_energy[j]]))
     gap = np.full((row[0].shape[0], 6, 3), 24, np.uint8)
@@ -155,7 +160,8 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
     f"<p class='meta'>agent {e(runs[0]['agent'].get('path', ''))} (fingerprint {e(fingerprint(agent.params))}); "
     f"dataset {e(str(dataset.path))} ({len(dataset)} states).</p><p>Each sample shows three frames: "
     f"<b>the synthesized state</b>, <b>its nearest real state by pixels</b>, and <b>the real state whose "
-    f"target value is closest</b> (newest frame of each stack). The bars under it are the agent's outputs "
+    f"target value is closest</b> (newest frame of each stack); a search started from real states "
+    f"(--init data) shows <b>the state it started from</b> first. The bars under it are the agent's outputs "
     f"on the synthesized state, its greedy action in orange.</p>",
   ]
   sections = {}
