@@ -158,7 +158,11 @@ def start_rows(agent: Agent, target: Target, config: ProbeConfig, dataset: Datas
 
 
 def initial_variables(
-  agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig, rows: np.ndarray | None = None, dataset=None
+  agent: Agent,
+  generator: GeneratorBundle | None,
+  config: ProbeConfig,
+  rows: np.ndarray | None = None,
+  dataset: Dataset | None = None,
 ) -> jnp.ndarray:
   """The seeded start: u from the generator's latent prior (N(0, I) without a fitted one), the
   standardised encodings of `dataset`'s states `rows`, or uniform-noise images (as logits).
