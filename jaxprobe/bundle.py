@@ -3,8 +3,9 @@
     DIR/<spec file>   format version and everything needed to rebuild the network
     DIR/params/       the pytree (orbax-checkpoint)
 
-Writes go to a temporary sibling that replaces DIR only once complete, so an
-interrupted save never damages the checkpoint already there.
+A new checkpoint is written to a temporary sibling and renamed into place; an existing one is
+replaced in place (tree swapped by renames, spec rewritten atomically), so files kept beside it
+(a README, curves) stay and an interrupted save never damages the checkpoint already there.
 """
 
 from __future__ import annotations
@@ -19,36 +20,57 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxprobe.errors import UserError
+from jaxprobe.files import write_atomic
 
 TREE_DIR = "params"
 
 
 def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: str) -> Path:
-  """Writes `tree` (orbax) and `spec` (JSON, as `spec_file`) to directory `path`, atomically.
+  """Writes `tree` (orbax) and `spec` (JSON, as `spec_file`) to directory `path`.
 
-  `what` names the kind of checkpoint in errors, e.g. "an agent checkpoint".
+  `what` names the kind of checkpoint in errors, e.g. "an agent checkpoint". A new checkpoint is
+  written to a temporary sibling and renamed into place. An existing one is replaced in place:
+  the new tree is written beside the old, swapped in by renames, and the spec rewritten
+  atomically, so the directory's other files (a README, curves) stay, and an interrupted save
+  leaves the old tree (as `.params.old-*`) or the new one.
   """
   path = Path(path).absolute()
   if path.exists() and not (path / spec_file).is_file():
     if path.is_file() or any(path.iterdir()):
       raise UserError(f"{path} exists and is not {what}; choose another path")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+  text = json.dumps(spec, indent=2, sort_keys=True) + "\n"
+  tag = uuid.uuid4().hex[:8]
+  if not (path / spec_file).is_file():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{tag}")
+    try:
+      tmp.mkdir()
+      _save_tree(tmp / TREE_DIR, tree)
+      (tmp / spec_file).write_text(text)
+      if path.exists():
+        path.rmdir()  # empty: checked above
+      tmp.rename(path)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    return path
+  new, old = path / f".{TREE_DIR}.tmp-{tag}", path / f".{TREE_DIR}.old-{tag}"
   try:
-    tmp.mkdir()
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp / TREE_DIR, jax.device_get(tree))
-    ckptr.wait_until_finished()
-    ckptr.close()
-    (tmp / spec_file).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    if path.exists():
-      path.rename(old)  # moved aside, not deleted, until the new one is in place
-    tmp.rename(path)
+    _save_tree(new, tree)
+    if (path / TREE_DIR).exists():
+      (path / TREE_DIR).rename(old)  # moved aside, not deleted, until the new one is in place
+    new.rename(path / TREE_DIR)
+    write_atomic(path / spec_file, text)
     shutil.rmtree(old, ignore_errors=True)
   finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(new, ignore_errors=True)
   return path
+
+
+def _save_tree(directory: Path, tree: Any) -> None:
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(directory, jax.device_get(tree))
+  ckptr.wait_until_finished()
+  ckptr.close()
 
 
 def read_spec(path: str | Path, spec_file: str, what: str, format_version: int) -> dict:

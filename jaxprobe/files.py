@@ -3,7 +3,7 @@
 Every JSON, HTML, PNG and GIF file jaxprobe writes goes through `write_atomic`: the
 bytes go to a temporary sibling that replaces the target only once complete, so a reader
 (or a second run) never sees half a file. (A training curve grows by appended rows, and
-checkpoint directories are swapped whole by `bundle.save_bundle`.)
+`bundle.save_bundle` swaps a checkpoint's tree by renames.)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxprobe import bundle
 from jaxprobe.agents import Agent, AgentSpec, act, load_agent, save_agent
 from jaxprobe.errors import UserError
 
@@ -182,3 +183,20 @@ def test_save_refuses_to_overwrite_a_non_agent_directory(tmp_path):
   with pytest.raises(UserError, match="not an agent checkpoint"):
     save_agent(tmp_path, Agent(spec, spec.init(jax.random.key(0))))
   assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_saving_over_a_checkpoint_keeps_the_files_beside_it_and_survives_a_failed_save(tmp_path, monkeypatch):
+  spec = AgentSpec("q", 6, "Pong-v5")
+  first, second = (Agent(spec, spec.init(jax.random.key(k))) for k in (0, 1))
+  save_agent(tmp_path / "a", first)
+  (tmp_path / "a" / "README.md").write_text("how it was trained")
+  (tmp_path / "a" / "earlier").mkdir()
+  save_agent(tmp_path / "a", second)
+  assert (tmp_path / "a" / "README.md").read_text() == "how it was trained" and (tmp_path / "a" / "earlier").is_dir()
+  jax.tree.map(np.testing.assert_array_equal, load_agent(tmp_path / "a").params, second.params)
+  # A save that dies while writing the new tree leaves the old checkpoint whole, and no temporary files.
+  monkeypatch.setattr(bundle, "_save_tree", lambda directory, tree: (_ for _ in ()).throw(OSError("disk full")))
+  with pytest.raises(OSError):
+    save_agent(tmp_path / "a", first)
+  jax.tree.map(np.testing.assert_array_equal, load_agent(tmp_path / "a").params, second.params)
+  assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["README.md", "agent.json", "earlier", "params"]
