@@ -8,19 +8,20 @@ reconstruction error on salient pixels and elsewhere.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.agents.agent import Agent
+from jaxprobe.agents.agent import Agent, AgentSpec
 from jaxprobe.agents.play import evaluate
 from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
-from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
+from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, check_same_agent
 
 
 def reconstruct_fn(generator: GeneratorBundle):
@@ -54,6 +55,33 @@ def goggles(
   )
 
 
+@functools.lru_cache(maxsize=8)
+def compare_fn(agent_spec: AgentSpec, generator_spec: GeneratorSpec):
+  """The jitted per-batch sums of `fidelity` for one agent and generator architecture, compiled once
+  (a training run measures every checkpoint with it): `(agent params, generator variables, colour,
+  gray, mask) -> (sums, reconstruction as uint8 colour stacks)`."""
+  head = agent_spec.action_head
+  generator = GeneratorBundle(generator_spec, None)  # reconstruct needs the architecture only
+
+  @jax.jit
+  def compare(agent_params, variables, colour, gray, mask):
+    out = generator.reconstruct(variables, colour)
+    real, recon = (agent_spec.apply(agent_params, x)[head] for x in (gray, out["agent_view"]))
+    error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
+    salient = mask > 0.5
+    sums = dict(
+      agree=(real.argmax(-1) == recon.argmax(-1)).sum(),
+      l_a=losses.perception(real, recon).sum(),
+      err_salient=(error * salient).sum(),
+      n_salient=salient.sum(),
+      err_rest=(error * ~salient).sum(),
+      n_rest=(~salient).sum(),
+    )
+    return sums, jnp.round(out["colour"] * 255).astype(jnp.uint8)
+
+  return compare
+
+
 def fidelity(
   agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: int = 1000, batch: int = 100, seed: int = 0
 ) -> dict:
@@ -84,24 +112,6 @@ def fidelity(
       f"draws {tuple(generator.spec.image_shape)}; use a dataset collected with jaxprobe collect"
     )
   idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
-  head = agent.spec.action_head
-
-  @jax.jit
-  def compare(variables, colour, gray, mask):
-    out = generator.reconstruct(variables, colour)
-    real, recon = (agent.spec.apply(agent.params, x)[head] for x in (gray, out["agent_view"]))
-    error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
-    salient = mask > 0.5
-    sums = dict(
-      agree=(real.argmax(-1) == recon.argmax(-1)).sum(),
-      l_a=losses.perception(real, recon).sum(),
-      err_salient=(error * salient).sum(),
-      n_salient=salient.sum(),
-      err_rest=(error * ~salient).sum(),
-      n_rest=(~salient).sum(),
-    )
-    return sums, jnp.round(out["colour"] * 255).astype(jnp.uint8)
-
   bg = objects.background(dataset["colour"])
   named = objects.NAMED_OBJECTS.get(game, ()) if "ram" in dataset.arrays else ()
   totals: dict[str, float] = {}
@@ -110,7 +120,8 @@ def fidelity(
     rows = idx[start : start + batch]
     colour = np.asarray(dataset["colour"][rows])
     gray, mask = np.asarray(dataset["gray"][rows]), np.asarray(dataset["mask"][rows])
-    part, recon_colour = jax.device_get(compare(generator.variables, jnp.asarray(colour), gray, mask))
+    compare = compare_fn(agent.spec, generator.spec)
+    part, recon_colour = jax.device_get(compare(agent.params, generator.variables, jnp.asarray(colour), gray, mask))
     for k, v in part.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     ram = np.asarray(dataset["ram"][rows]) if named else None
