@@ -21,6 +21,7 @@ import optax
 
 from jaxprobe.agents.agent import Agent
 from jaxprobe.agents.checkpoint import load_agent
+from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset, open_dataset
 from jaxprobe.commands import flags
 from jaxprobe.config import load_config, to_dict
@@ -96,6 +97,7 @@ def train_generator(
   stats_idx = np.sort(rng(config.seed + 1).choice(len(dataset), min(STATS_STATES, len(dataset)), replace=False))
   stats_colour = np.asarray(dataset["colour"][stats_idx])
   beta, eta = config.loss_weights()
+  background = objects.background(dataset["colour"])  # for the check at each checkpoint
 
   def bundle(state, metadata=None) -> GeneratorBundle:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
@@ -103,7 +105,7 @@ def train_generator(
 
   def save(state, step, wall):
     # The check first: a process killed after the checkpoint still has its row.
-    check = fidelity(agent, bundle(state), dataset, num=CHECK_STATES, seed=config.seed)
+    check = fidelity(agent, bundle(state), dataset, num=CHECK_STATES, seed=config.seed, background=background)
     run.record("objects.csv", dict(step=step, **fidelity_row(check)))
     run.save(step, state, dict(step=step, wall_time=wall))
     plot_curve(

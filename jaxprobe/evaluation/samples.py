@@ -19,13 +19,13 @@ from jaxprobe.evaluation.novelty import spread
 from jaxprobe.generator.prior import GaussianMixture, sample, standard_normal
 from jaxprobe.generator.spec import GeneratorBundle
 from jaxprobe.generator.train import fit_latent_prior
+from jaxprobe.search.spaces import latent_renderer
 
 
 def decode_samples(generator: GeneratorBundle, mixture: GaussianMixture, num: int, key: jax.Array, batch: int = 256):
   """`num` states decoded from the mixture's samples u: (colour `(num, 84, 84, 12)` uint8, agent view)."""
-  mean, std = generator.latent_coordinates()
   u = np.asarray(sample(mixture, key, num))
-  decode = jax.jit(lambda variables, u: generator.decode(variables, mean + std * u))
+  decode = jax.jit(latent_renderer(generator))
   colour, gray = [], []
   for i in range(0, num, batch):
     c, g = decode(generator.variables, u[i : i + batch])

@@ -83,7 +83,13 @@ def compare_fn(agent_spec: AgentSpec, generator_spec: GeneratorSpec):
 
 
 def fidelity(
-  agent: Agent, generator: GeneratorBundle, dataset: Dataset, num: int = 1000, batch: int = 100, seed: int = 0
+  agent: Agent,
+  generator: GeneratorBundle,
+  dataset: Dataset,
+  num: int = 1000,
+  batch: int = 100,
+  seed: int = 0,
+  background: np.ndarray | None = None,
 ) -> dict:
   """How much of what the agent reads survives G(E(x)), on `num` real states of `dataset`.
 
@@ -95,7 +101,8 @@ def fidelity(
   how many of the real states' objects it draws (`collection.objects`: recall overall and
   by size, states with every object drawn, precision), against the dataset's background, and
   where the dataset holds RAM, each named object of the game (`objects.NAMED_OBJECTS`: the ball
-  drawn in how many of the states with a ball).
+  drawn in how many of the states with a ball). `background`: the dataset's
+  (`objects.background`), when the caller has it already.
   """
   check_same_agent(agent, generator=generator)
   if num <= 0:
@@ -112,7 +119,7 @@ def fidelity(
       f"draws {tuple(generator.spec.image_shape)}; use a dataset collected with jaxprobe collect"
     )
   idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
-  bg = objects.background(dataset["colour"])
+  bg = objects.background(dataset["colour"]) if background is None else background
   named = objects.NAMED_OBJECTS.get(game, ()) if "ram" in dataset.arrays else ()
   totals: dict[str, float] = {}
   object_counts = None

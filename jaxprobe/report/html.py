@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import numpy as np
 from PIL import Image
 
@@ -27,6 +26,7 @@ from jaxprobe.evaluation.novelty import BUCKETS, nearest_by_energy, novelty, spr
 from jaxprobe.files import png_bytes
 from jaxprobe.generator.spec import check_same_agent
 from jaxprobe.report.images import grid, value_bars
+from jaxprobe.search.spaces import recorded_energies
 from jaxprobe.search.targets import describe, get_target
 
 
@@ -99,8 +99,7 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
   nov = novelty(np.asarray(gray), dataset["gray"])
   try:
     target = get_target(run["target"], agent.spec.kind, agent.spec.num_actions, tau)
-    outputs = {k: np.asarray(dataset[k]) for k in agent.spec.heads}
-    ref_energy = np.asarray(jax.vmap(target.energy)(outputs))
+    ref_energy = recorded_energies(agent, target, dataset)
     by_energy = nearest_by_energy(np.asarray(run["energy_end"])[best], ref_energy)[:, 0]
   except UserError:  # a user target whose module is not importable here
     by_energy = None

@@ -152,9 +152,13 @@ def start_rows(agent: Agent, target: Target, config: ProbeConfig, dataset: Datas
   n = len(dataset)
   if config.init == "data":
     return np.random.default_rng(config.seed).choice(n, config.num, replace=config.num > n)
+  return np.resize(np.argsort(recorded_energies(agent, target, dataset), kind="stable"), config.num)
+
+
+def recorded_energies(agent: Agent, target: Target, dataset: Dataset) -> np.ndarray:
+  """The target's energy `(N,)` of every dataset state, from the agent's outputs recorded with it."""
   outputs = {k: np.asarray(dataset[k]) for k in agent.spec.heads}
-  energy = np.asarray(jax.jit(jax.vmap(target.energy))(outputs))
-  return np.resize(np.argsort(energy, kind="stable"), config.num)
+  return np.asarray(jax.jit(jax.vmap(target.energy))(outputs))
 
 
 def initial_variables(
