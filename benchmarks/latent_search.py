@@ -1,7 +1,9 @@
 """Latent search throughput (latent steps/s): jaxprobe vs eager PyTorch vs torch.compile (issue 8).
 
 The search of docs/search.md: minimise E(z) = target(A(gray(G(z)))) + alpha * 0.5 ||z||^2 over a
-batch of latents with Adam. Compared:
+batch of latents with Adam (the paper's energy; jaxprobe's defaults add a fitted prior and the
+diversity term, timed as two more jaxprobe rows, and the last row is the default search against
+the same search without the diversity term: the term's cost). Compared:
 - jaxprobe: its own energy and search step (search_setup.py: `make_energy`, `make_step`,
   driven as `optimise` drives it on this backend), generator in the "transpose" layout;
   and, as a second row, the "subpixel" layout of the shipped Pong generators and of
@@ -20,6 +22,7 @@ Target: jaxprobe >= 2x eager PyTorch. Steady state: compile times are printed ap
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import common  # noqa: I001  (first: sets the OpenMP policy before torch loads)
 import jax
@@ -128,6 +131,16 @@ def main():
   # The transpose layout is the peer's architecture: the agreement check needs it even when it is not timed.
   bundles = {layout: search_setup.make_generator(upsample=layout) for layout in {"transpose", *layouts}}
   energies = {layout: search_setup.energy_fn(agent, b, args.target, config) for layout, b in bundles.items()}
+  # jaxprobe's defaults beyond the paper's energy, on the transpose layout: a fitted prior's cost (a
+  # 16-component mixture) and the diversity term's (docs/search.md, 'Diversity').
+  fitted = dataclasses.replace(bundles["transpose"], prior=search_setup.random_mixture())
+  with_prior = dataclasses.replace(config, prior="fitted")
+  defaults = {
+    "jaxprobe + fitted prior": search_setup.energy_fn(agent, fitted, args.target, with_prior),
+    "jaxprobe + fitted prior + diversity": search_setup.energy_fn(
+      agent, fitted, args.target, dataclasses.replace(with_prior, diversity=1.0)
+    ),
+  }
   t_agent = torch_models.nature_from_flax(agent.params, agent.spec.num_actions).to(device).requires_grad_(False)
   t_gen = torch_models.generator_from_flax(bundles["transpose"].variables).to(device).eval().requires_grad_(False)
   t_energy = torch_energy(t_gen, t_agent, torch_target(args.target, config.tau), config.alpha)
@@ -142,9 +155,10 @@ def main():
     common.check_agree(f"energy gradient, batch {batch}", g_ours, g_t, 10 * args.tolerance)
 
     variants, labels = {}, {}
-    for layout in layouts:
-      name = "jaxprobe" if layout == "transpose" else f"jaxprobe {layout}"
-      runner = search_setup.search_runner(energies[layout], jnp.asarray(z), args.steps, config)
+    searches = {("jaxprobe" if layout == "transpose" else f"jaxprobe {layout}"): energies[layout] for layout in layouts}
+    searches.update(defaults)
+    for name, energy in searches.items():
+      runner = search_setup.search_runner(energy, jnp.asarray(z), args.steps, config)
       print(f"{name}: compiled the search step in {runner.compile_s:.1f} s ({runner.loop} loop)")
       variants[name] = runner.run
       labels[name] = f"{name} ({runner.loop} loop)"
@@ -164,21 +178,23 @@ def main():
         )
         variants["torch.compile"] = torch_search(compiled, z_t, args.steps, config.lr, device)
     times = common.time_rounds(variants, args.rounds, warmup=1)
-    for ours in labels:
-      for peer in peers:
-        rows.append(
-          common.Row(
-            f"latent search {args.target}, {args.steps} steps",
-            batch,
-            labels[ours],
-            times[ours],
-            peer,
-            times.get(peer),
-            batch * args.steps,
-            "latent steps",
-            compile_note if peer not in times else "",
-          )
+    # The diversity term's cost: the default search against the same search without the term.
+    pairs = [(ours, peer) for ours in labels for peer in peers]
+    pairs.append(("jaxprobe + fitted prior + diversity", "jaxprobe + fitted prior"))
+    for ours, peer in pairs:
+      rows.append(
+        common.Row(
+          f"latent search {args.target}, {args.steps} steps",
+          batch,
+          labels[ours],
+          times[ours],
+          peer,
+          times.get(peer),
+          batch * args.steps,
+          "latent steps",
+          compile_note if peer not in times else "",
         )
+      )
   common.finish("latent_search", "Latent search (target >= 2x eager PyTorch)", rows, args, EXTRA_VERSIONS, device)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxprobe.agents.agent import Agent, AgentSpec
+from jaxprobe.generator import prior
 from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec
 from jaxprobe.parallel import resolve_loop
 from jaxprobe.search.optimise import OptimiseConfig, RowState, make_step
@@ -86,7 +87,22 @@ def make_generator(seed: int = 1, upsample: str = "transpose") -> GeneratorBundl
 def probe_config(
   target: str = "T+-", alpha: float = 0.01, tau: float = 1.0, lr: float = 0.05, loop: str = "auto"
 ) -> ProbeConfig:
-  return ProbeConfig(alpha=alpha, tau=tau, lr=lr, loop=loop)
+  # The paper's energy, which the PyTorch peer computes: N(0, I) prior, rows independent.
+  return ProbeConfig(alpha=alpha, tau=tau, lr=lr, loop=loop, prior="normal", diversity=0.0)
+
+
+def random_mixture(dim: int = 100, components: int = 16, seed: int = 0) -> prior.GaussianMixture:
+  """A latent prior of the size `jaxprobe fit-prior` chose for the Pong generator (16 full-covariance
+  components of dimension 100), with random means and Cholesky factors: its cost, not its fit."""
+  rng = np.random.default_rng(seed)
+  tril = np.tril(0.05 * rng.standard_normal((components, dim, dim)), -1) + np.eye(dim) * rng.uniform(
+    0.5, 1.5, (components, 1, 1)
+  )
+  return prior.GaussianMixture(
+    jnp.full(components, -np.log(components), jnp.float32),
+    jnp.asarray(rng.standard_normal((components, dim)), jnp.float32),
+    jnp.asarray(tril, jnp.float32),
+  )
 
 
 def energy_fn(agent: Agent, bundle: GeneratorBundle, target: str, config: ProbeConfig) -> Callable:

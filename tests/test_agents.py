@@ -200,3 +200,16 @@ def test_saving_over_a_checkpoint_keeps_the_files_beside_it_and_survives_a_faile
     save_agent(tmp_path / "a", first)
   jax.tree.map(np.testing.assert_array_equal, load_agent(tmp_path / "a").params, second.params)
   assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["README.md", "agent.json", "earlier", "params"]
+
+
+@pytest.mark.parametrize("kind", ["q", "actor_critic"])
+def test_features_are_what_the_heads_read(kind):
+  spec = AgentSpec(kind, 6, "Pong-v5")
+  params = spec.init(jax.random.key(0))
+  obs = np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84)).astype(np.uint8)
+  features = np.asarray(spec.features(params, obs))
+  assert features.shape == (3, 512) and features.min() >= 0.0
+  p = params["params"]
+  head, out = ("Dense_1", "q") if kind == "q" else ("policy", "logits")
+  want = np.asarray(spec.apply(params, obs)[out])
+  np.testing.assert_allclose(features @ p[head]["kernel"] + p[head]["bias"], want, rtol=1e-5, atol=1e-5)

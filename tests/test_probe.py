@@ -17,6 +17,7 @@ from jaxprobe.cli import main
 from jaxprobe.collection.dataset import Dataset, open_dataset
 from jaxprobe.collection.recorder import collect
 from jaxprobe.errors import UserError
+from jaxprobe.generator.prior import standard_normal
 from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, save_generator
 from jaxprobe.search.spaces import ProbeConfig, initial_variables, probe, start_rows
 from jaxprobe.search.targets import get_target
@@ -26,7 +27,9 @@ TINY = dict(latent_dim=8, widths=(4, 8, 8, 8))
 
 def tiny_generator(agent, env_id=None):
   spec = GeneratorSpec(**TINY, env_id=env_id or agent.spec.env_id, agent_fingerprint=fingerprint(agent.params))
-  return GeneratorBundle(spec, spec.init(jax.random.key(0)), {"ablation": "untrained test generator"})
+  # N(0, I) stored as its fitted prior: the search needs one, and fitting costs seconds.
+  prior = standard_normal(spec.latent_dim)
+  return GeneratorBundle(spec, spec.init(jax.random.key(0)), {"ablation": "untrained test generator"}, prior)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,15 @@ def test_bad_inputs(agent, generator):
   for field in ("num", "steps"):
     with pytest.raises(UserError, match=f"--{field} must be positive"):
       probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, **{field: 0}), progress=False)
+  for field, value in (("diversity", -1.0), ("diversity", float("nan")), ("alpha", float("inf"))):
+    with pytest.raises(UserError, match=f"--{field} must be a finite number >= 0, got {value}"):
+      probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, **{field: value}), progress=False)
+  with pytest.raises(UserError, match="--lr must be a finite number > 0, got -1.0"):
+    probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, lr=-1.0), progress=False)
+  with pytest.raises(UserError, match="--patience must be >= 0"):
+    probe(agent, generator, ["T-"], dataclasses.replace(CONFIG, patience=-3), progress=False)
+  with pytest.raises(UserError, match="no fitted latent prior: fit one with `jaxprobe fit-prior --generator"):
+    probe(agent, dataclasses.replace(generator, prior=None), ["T-"], CONFIG, progress=False)
 
 
 def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, monkeypatch, capsys, pong_q_agent_path):
@@ -111,6 +123,7 @@ def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, mo
       assert (folder / f).exists(), f
     run = json.loads((folder / "run.json").read_text())
     assert len(run["energy_end"]) == 4 and run["state_steps_per_s"] > 0
+    assert sum(run["modes"]["share"]) == pytest.approx(1.0) and len(run["mode_of_state"]) == 4
   assert "energy before" in capsys.readouterr().out
   assert (
     main(
@@ -130,6 +143,7 @@ def test_cli_with_a_user_target_writes_everything(agent, generator, tmp_path, mo
     == 2
   )
   assert "unknown target 'Tx'; known:" in capsys.readouterr().err
+  assert not (tmp_path / "r2").exists()  # a refused run leaves no folder behind
 
 
 def test_sharded_probe_on_four_virtual_devices_equals_one_device(pong_q_agent_path):

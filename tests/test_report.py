@@ -24,7 +24,7 @@ from jaxprobe.evaluation.gauges import GAUGES, gauge_summary, read_gauge
 from jaxprobe.evaluation.novelty import DIFFERENT_ABOVE, nearest_by_energy, novelty, spread
 from jaxprobe.evaluation.rollouts import oxygen_at_death, rollout_evidence
 from jaxprobe.generator.spec import save_generator
-from jaxprobe.report.html import target_section
+from jaxprobe.report.html import target_section, weakness_sentence
 from jaxprobe.search.spaces import ProbeConfig, probe
 
 
@@ -114,6 +114,8 @@ def test_report_renders_every_image_in_chromium(probe_runs, tmp_path):
     f"<td>{want['objects_per_frame']:.2f}</td><td>{100 * want['share_with_object_of_size']['2-6']:.0f}%</td>" in text
   )
   assert text.count("frames with a 2-6 px object") == 1
+  # One sentence per latent target at the top, from the measured numbers.
+  assert text.count("<li>") == 2 and text.index("Weaknesses found") < text.index("<h2>Summary")
   chromium = shutil.which("chromium") or shutil.which("chromium-browser")
   if chromium is None:
     pytest.skip("Chromium is not installed (apt-get install chromium); the report was written but not rendered")
@@ -152,6 +154,17 @@ def test_report_renders_every_image_in_chromium(probe_runs, tmp_path):
     timeout=120,
   )
   assert shot.stat().st_size > 20_000
+
+
+def test_weakness_sentence_says_found_or_not_from_the_numbers():
+  real = np.linspace(0.0, 1.0, 101)  # 5th percentile: 0.05
+  run = dict(target="T-", greedy_action=[2, 2, 1, 2], modes={"modes": 2, "share": [0.75, 0.25]})
+  found = weakness_sentence(run, np.array([0.01, 0.02, 0.03, 0.5]), real, 3)
+  assert found.startswith("T- (even the best action is valued low (doomed)): found: the median of the 4 found")
+  assert "target value 0.025, against 0.050" in found and "97.0% of real states are less extreme" in found
+  assert "action 2 (75% of them)" in found and "2 (75/25)" in found
+  none = weakness_sentence(run, np.array([0.2, 0.3]), real, 3)
+  assert "no weakness found for this target" in none and "target value 0.250" in none
 
 
 def test_report_bad_inputs(probe_runs, tmp_path, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxprobe.errors import UserError
-from jaxprobe.search import targets
+from jaxprobe.search import diversity, targets
 from jaxprobe.search.optimise import NonFiniteEnergy, OptimiseConfig, optimise
 
 Q = np.array([[1.0, 2.0, -0.5, 4.0], [0.0, 0.0, 0.0, 0.0], [-3.0, 5.0, 2.0, 1.0]], np.float32)
@@ -45,14 +45,24 @@ def test_q_targets_equal_the_formulas(tau):
     assert t.reads == "q"
 
 
-def test_actor_critic_targets_read_value_and_logits():
+def test_actor_critic_targets_read_value_and_log_probabilities():
   out = {"logits": jnp.asarray(Q), "value": jnp.array([0.5, -1.0, 2.0])}
-  s_plus = targets.get_target("S+", "actor_critic", 4)
-  assert s_plus.reads == "value"
-  np.testing.assert_allclose(jax.vmap(lambda o: s_plus.energy(o))(out), [-0.5, 1.0, -2.0])
-  t_minus = targets.get_target("T-", "actor_critic", 4, 1.0)
-  assert t_minus.reads == "logits"
-  np.testing.assert_allclose(jax.vmap(lambda o: t_minus.energy(o))(out), [np_softmax_tau(q, 1.0) for q in Q], rtol=1e-5)
+  energy = lambda name, tau=1.0: jax.vmap(targets.get_target(name, "actor_critic", 4, tau).energy)(out)
+  for name, sign in (("T-", 1), ("S-", 1), ("T+", -1), ("S+", -1)):  # doomed: a low value
+    assert targets.get_target(name, "actor_critic", 4).reads == "value"
+    np.testing.assert_allclose(energy(name), sign * np.array([0.5, -1.0, 2.0]))
+  logp = Q - np.log(np.exp(Q).sum(1, keepdims=True))
+  assert targets.get_target("T+-", "actor_critic", 4).reads == "log-probabilities"
+  np.testing.assert_allclose(
+    energy("T+-", 0.5), [np_softmin_tau(p, 0.5) - np_softmax_tau(p, 0.5) for p in logp], rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(energy("action:3"), -logp[:, 3], rtol=1e-5, atol=1e-6)  # tau 1: -log pi(3)
+  np.testing.assert_allclose(energy("S+-"), -logp.std(1), rtol=1e-5)
+  # The logits' level does not matter: adding a constant to them changes no target.
+  shifted = {"logits": out["logits"] + 7.0, "value": out["value"]}
+  for name in ("T+-", "S+-", "action:1", "not-action:2"):
+    t = targets.get_target(name, "actor_critic", 4)
+    np.testing.assert_allclose(jax.vmap(t.energy)(shifted), jax.vmap(t.energy)(out), rtol=1e-4, atol=1e-5)
 
 
 def test_softmax_tau_tends_to_max_and_min():
@@ -120,17 +130,58 @@ def test_sharded_search_on_four_virtual_devices_equals_one_device():
       import os
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
       import jax, jax.numpy as jnp, numpy as np
-      from jax.sharding import NamedSharding, PartitionSpec as P
+      from jaxprobe.parallel import batch_mesh, batch_sharding
+      from jaxprobe.search.diversity import repulsion
       from jaxprobe.search.optimise import OptimiseConfig, optimise
       assert len(jax.devices()) == 4
-      f = lambda v, k: jnp.sum((v - 3.0) ** 2 * jnp.arange(1, 6), axis=-1)
+      # The repulsion couples the rows across devices.
+      f = lambda v, k: jnp.sum((v - 3.0) ** 2 * jnp.arange(1, 6), axis=-1) + 0.5 * repulsion(v)
       v0 = jax.random.normal(jax.random.key(0), (16, 5))
       cfg = OptimiseConfig(steps=30, lr=0.1)
       one = optimise(f, v0, cfg, jax.random.key(1))
-      mesh = jax.make_mesh((4,), ("batch",))
-      four = optimise(f, v0, cfg, jax.random.key(1), sharding=NamedSharding(mesh, P("batch")))
+      four = optimise(f, v0, cfg, jax.random.key(1), sharding=batch_sharding(batch_mesh(4)))
       np.testing.assert_allclose(one.v, four.v, rtol=1e-5, atol=1e-6)
       print("ok")
   """)
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def np_repulsion(u):
+  """R_i of docs/search.md ('Diversity') in float64, pair by pair."""
+  n, d = u.shape
+  u = u.astype(np.float64) + diversity.JITTER * np.asarray(jax.random.normal(jax.random.key(0), u.shape))
+  d2 = ((u[:, None] - u[None]) ** 2).sum(-1)
+  k = np.exp(-d2 * np.log(n) / (2 * d))
+  return (k.sum(1) - 1.0) / (n - 1)
+
+
+def test_repulsion_equals_the_formula_and_its_gradient_finite_differences():
+  u = np.array(jax.random.normal(jax.random.key(3), (6, 4)))
+  u[1] = u[0] + 0.3  # one close pair
+  np.testing.assert_allclose(diversity.repulsion(jnp.asarray(u)), np_repulsion(u), rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(diversity.repulsion(jnp.ones((1, 4))), [0.0])
+  w = jnp.arange(1.0, 7.0)
+  grad = np.asarray(jax.grad(lambda x: jnp.sum(w * diversity.repulsion(x)))(jnp.asarray(u)))
+  f = lambda x: float(np.sum(np.arange(1.0, 7.0) * np_repulsion(x)))
+  eps = 1e-4
+  numeric = np.zeros_like(u)
+  for idx in np.ndindex(u.shape):
+    e = np.zeros_like(u)
+    e[idx] = eps
+    numeric[idx] = (f(u + e) - f(u - e)) / (2 * eps)
+  np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
+
+
+def test_rows_that_start_equal_move_apart_only_with_the_repulsion():
+  v0 = jnp.zeros((8, 5))
+  cfg = OptimiseConfig(steps=60, lr=0.1)
+  # The quadratic's second derivative (2) against the repulsion's (-4 weight / h^2, h^2 = 2 * 5 / log 8):
+  # the rows part since 4 * 10 / 4.8 > 2 (docs/search.md, 'Diversity').
+  apart = optimise(lambda v, k: quadratic(v, k) + 10.0 * diversity.repulsion(v), v0, cfg, jax.random.key(0))
+  together = optimise(quadratic, v0, cfg, jax.random.key(0))
+  distance = lambda v: np.sqrt(((v[:, None] - v[None]) ** 2).sum(-1))[~np.eye(8, dtype=bool)]
+  assert distance(together.v).max() == 0.0
+  assert distance(apart.v).min() > 0.5  # every pair separated, against a 0.01 jitter
+  # ... around the quadratic's minimum at 3, from 0.
+  assert np.abs(apart.v.mean(0) - 3.0).max() < 0.3

@@ -75,6 +75,12 @@ class AgentSpec:
     """Outputs for a batch of observations `(N, 4, 84, 84)` in [0, 255]."""
     return self.network(activation).apply(params, obs)
 
+  def features(self, params: Params, obs: jnp.ndarray) -> jnp.ndarray:
+    """The torso's output `(N, 512)` for a batch of observations: how the agent reads a state, before
+    its heads (the ReLU of `Dense_0`, docs/agents.md)."""
+    _, state = self.network().apply(params, obs, capture_intermediates=lambda module, _: module.name == "Dense_0")
+    return nn.relu(state["intermediates"]["Dense_0"]["__call__"][0])
+
   def to_json(self) -> dict[str, Any]:
     """The spec as the JSON an agent checkpoint stores."""
     return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format)

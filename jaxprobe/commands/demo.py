@@ -38,7 +38,8 @@ DESCRIPTION = (
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GAMES = {"pong": "Pong-v5", "seaquest": "Seaquest-v5"}
-LATENT_TARGETS = ("T+", "T-", "T+-", "S+", "S-", "S+-")
+# Per agent kind: on actor-critic agents S+ and S- are the same energies as T+ and T- (docs/search.md).
+LATENT_TARGETS = {"q": ("T+", "T-", "T+-", "S+", "S-", "S+-"), "actor_critic": ("T+", "T-", "T+-", "S+-")}
 PIXEL_TARGETS = ("T-", "T+")
 
 
@@ -93,7 +94,7 @@ def run_demo(
   timings = {"collect_s": time.perf_counter() - t0}
   config = ProbeConfig(num=num, steps=steps)
   runs, gauges = [], {}
-  for space, targets in (("latent", LATENT_TARGETS), ("pixel", PIXEL_TARGETS)):
+  for space, targets in (("latent", LATENT_TARGETS[agent.spec.kind]), ("pixel", PIXEL_TARGETS)):
     t = time.perf_counter()
     cfg = dataclasses.replace(config, space=space)
     results = probe(agent, generator, targets, cfg, progress=progress)

@@ -28,7 +28,9 @@ from jaxprobe.evaluation.novelty import spread
 from jaxprobe.files import prepare_out_dir, save_png, write_json
 from jaxprobe.generator.spec import GeneratorBundle, load_generator
 from jaxprobe.report.images import grid, value_bars
-from jaxprobe.search.spaces import ProbeConfig, ProbeResult, probe
+from jaxprobe.search.modes import describe as describe_modes
+from jaxprobe.search.spaces import ProbeConfig, ProbeResult, check_inputs, probe
+from jaxprobe.search.targets import get_target
 
 NAME = "probe"
 HELP = "search the generator's latent space (or pixels) for states of interest"
@@ -114,6 +116,8 @@ def write_run(
       curve=np.asarray(r.curve).round(5).tolist(),
       start_rows=None if r.start_rows is None else r.start_rows.tolist(),
       start_dataset=None if r.start_rows is None else str(Path(dataset_path).absolute()),
+      modes=r.modes.summary(),
+      mode_of_state=r.modes.labels.tolist(),
     )
     write_json(folder / "run.json", record, indent=None)
     summary.append(
@@ -125,6 +129,7 @@ def write_run(
           "energy_start_mean",
           "energy_end_mean",
           "greedy_action_histogram",
+          "modes",
           "seconds",
           "compile_s",
           "state_steps_per_s",
@@ -166,7 +171,7 @@ def summary_table(results: Sequence[ProbeResult]) -> str:
   """One line per target: energies, times, throughput, spread and the greedy actions of the found states."""
   lines = [
     f"{'target':14s} {'energy before':>14s} {'energy after':>13s} {'search s':>9s} {'compile s':>9s} "
-    f"{'states/s':>9s} {'latent-steps/s':>14s} {'spread':>8s}  greedy actions"
+    f"{'states/s':>9s} {'latent-steps/s':>14s} {'spread':>8s} {'modes (% of states)':>20s}  greedy actions"
   ]
   for r in results:
     hist = np.bincount(r.greedy)
@@ -174,10 +179,11 @@ def summary_table(results: Sequence[ProbeResult]) -> str:
     lines.append(
       f"{r.target:14s} {r.energy_start.mean():14.3f} {r.energy_end.mean():13.3f} {r.seconds:9.2f} "
       f"{r.compile_s:9.2f} {len(r.gray) / r.seconds:9.1f} {len(r.gray) * steps / r.seconds:14.0f} "
-      f"{spread(r.gray):8.1e}  "
+      f"{spread(r.gray):8.1e} {describe_modes(r.modes.summary()):>20s}  "
       f"{' '.join(f'{a}:{n}' for a, n in enumerate(hist) if n)}"
     )
   lines.append("(spread: mean squared difference between two found states, in [0, 1] units; near 0: one state)")
+  lines.append("(modes: groups of similar found states, their number chosen from the data; docs/search.md)")
   return "\n".join(lines)
 
 
@@ -187,6 +193,9 @@ def run(args: argparse.Namespace) -> None:
   agent = load_agent(args.agent)
   generator = load_generator(args.generator) if args.generator else None
   dataset = open_dataset(args.dataset, verify=False) if args.dataset else None
+  check_inputs(agent, generator, config, dataset)  # before the output folder exists: a refused run leaves none
+  for name in args.target or ["T-"]:
+    get_target(name, agent.spec.kind, agent.spec.num_actions, config.tau)
   prepare_out_dir(args.out)
   results = probe(agent, generator, args.target or ["T-"], config, progress=not args.quiet, dataset=dataset)
   write_run(

@@ -21,7 +21,7 @@ from jaxprobe.collection.dataset import Dataset
 from jaxprobe.envs import COLOUR_STACK_SHAPE
 from jaxprobe.errors import UserError
 from jaxprobe.generator.autoencoder import Generator, to_agent_view
-from jaxprobe.generator.prior import GaussianMixture, standard_normal
+from jaxprobe.generator.prior import GaussianMixture
 
 FORMAT_VERSION = 1
 SPEC_FILE = "generator.json"
@@ -61,11 +61,7 @@ class GeneratorBundle:
   spec: GeneratorSpec
   variables: Any  # {"params": ..., "batch_stats": ...}
   metadata: dict = dataclasses.field(default_factory=dict)
-  prior: GaussianMixture | None = None  # of the standardised latents u (`generator.prior`); None: N(0, I)
-
-  def latent_prior(self) -> GaussianMixture:
-    """The density searches start from and are regularised by: the fitted one, else N(0, I)."""
-    return self.prior if self.prior is not None else standard_normal(self.spec.latent_dim)
+  prior: GaussianMixture | None = None  # of the standardised latents u (`generator.prior`, `jaxprobe fit-prior`)
 
   def latent_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) of the encoder's means on real states: where the data lies in latent space.

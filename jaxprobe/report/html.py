@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -26,6 +27,7 @@ from jaxprobe.evaluation.novelty import BUCKETS, nearest_by_energy, novelty, spr
 from jaxprobe.files import png_bytes
 from jaxprobe.generator.spec import check_same_agent
 from jaxprobe.report.images import grid, value_bars
+from jaxprobe.search.modes import describe as describe_modes
 from jaxprobe.search.spaces import recorded_energies
 from jaxprobe.search.targets import describe, get_target
 
@@ -88,6 +90,23 @@ def _histogram_png(hist: np.ndarray, title: str) -> np.ndarray:
   return np.asarray(Image.open(buf).convert("RGB"))
 
 
+def shown_states(run: dict, show: int) -> list[tuple[int, str]]:
+  """The states a target's sheet shows, with their captions' mode label: each mode's representative
+  (largest mode first, 'mode 1 of 3: 45%'), then the lowest-energy states not yet shown, `show` in all.
+  Runs written before modes existed show their lowest-energy states."""
+  modes = run.get("modes") or {"representatives": [], "share": []}
+  k = len(modes["representatives"])
+  shown = [
+    (i, f"mode {j + 1} of {k}: {100 * s:.0f}%")
+    for j, (i, s) in enumerate(zip(modes["representatives"], modes["share"]))
+  ]
+  if k == 1:
+    shown = [(shown[0][0], "one mode")]
+  taken = {i for i, _ in shown}
+  rest = [(i, "") for i in run["best_first"] if i not in taken]
+  return (shown + rest)[: max(show, k)]
+
+
 def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, show: int, bg: np.ndarray) -> dict:
   """Best samples of one target with their nearest real states (by L2 and by energy), novelty, and
   their objects (`collection.objects.describe` against the dataset's background `bg`)."""
@@ -95,14 +114,17 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
   gray = np.load(folder / "gray.npy", mmap_mode="r")
   colour = np.load(folder / "colour.npy", mmap_mode="r")
   head = agent.spec.action_head
-  best = np.asarray(run["best_first"][:show])
+  shown = shown_states(run, show)
+  best = np.array([i for i, _ in shown])
   nov = novelty(np.asarray(gray), dataset["gray"])
   try:
     target = get_target(run["target"], agent.spec.kind, agent.spec.num_actions, tau)
     ref_energy = recorded_energies(agent, target, dataset)
     by_energy = nearest_by_energy(np.asarray(run["energy_end"])[best], ref_energy)[:, 0]
+    outputs = {k: np.asarray(v, np.float32) for k, v in run["outputs"].items()}
+    values = np.asarray(jax.vmap(target.energy)(outputs))  # the target alone: no prior, no diversity
   except UserError:  # a user target whose module is not importable here
-    by_energy = None
+    by_energy = ref_energy = values = None
   starts = run.get("start_rows")  # searches started from real states (--init data, data-nearest)
   if starts is not None and Path(run.get("start_dataset") or "").absolute() != Path(dataset.path).absolute():
     starts = None  # its rows index another dataset than the report's
@@ -120,8 +142,10 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     bars = value_bars(q, 168, 30, int(np.argmax(q)))
     bars = np.concatenate([bars, np.full((30, img.shape[1] - 168, 3), 24, np.uint8)], axis=1)
     tiles.append(np.concatenate([img, bars], axis=0))
+    mode = shown[j][1]
     captions.append(
-      f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}"
+      (f"{mode}  " if mode else "")
+      + f"E={run['energy_end'][i]:.2f}  differs {100 * nov.fraction_different[i]:.0f}%  a={int(np.argmax(q))}"
     )
   return dict(
     run=run,
@@ -132,7 +156,39 @@ def target_section(folder: Path, agent: Agent, dataset: Dataset, tau: float, sho
     sheet=grid(tiles, captions, cols=2, caption_height=16),
     histogram=_histogram_png(nov.histogram, f"{run['target']} ({run['space']}): novelty"),
     by_energy=by_energy is not None,
+    sentence=None if values is None else weakness_sentence(run, values, ref_energy, agent.spec.num_actions),
   )
+
+
+def weakness_sentence(run: dict, values: np.ndarray, real_values: np.ndarray, num_actions: int) -> str:
+  """One sentence from the measured numbers: whether the found states are more extreme than real play
+  (their median target value below the real states' 5th percentile), with the evidence.
+
+  `values`: the target's energy of the agent's outputs on each found state, without the prior and
+  diversity terms; `real_values`: the same on every real state of the report's dataset.
+  """
+  name, median = run["target"], float(np.median(values))
+  p5 = float(np.percentile(real_values, 5))
+  beyond = 100 * float(np.mean(real_values > median))
+  evidence = (
+    f"the median of the {len(values)} found states has target value {median:.3f}, against {p5:.3f} "
+    f"for the 5th percentile of {len(real_values)} real states"
+  )
+  if median >= p5:
+    return (
+      f"{name} ({describe(name)}): no weakness found for this target: {evidence}, so the search "
+      "found nothing more extreme than real play."
+    )
+  counts = np.bincount(np.asarray(run["greedy_action"]), minlength=num_actions)
+  modes = run.get("modes")
+  parts = [
+    f"{name} ({describe(name)}): found: {evidence}; {beyond:.1f}% of real states are less extreme",
+    f"the agent's most common choice there is action {int(np.argmax(counts))} "
+    f"({100 * counts.max() / counts.sum():.0f}% of them)",
+  ]
+  if modes:
+    parts.append(f"modes (count, % of states): {describe_modes(modes)}")
+  return "; ".join(parts) + "."
 
 
 CSS = """
@@ -167,13 +223,15 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
   for run in runs:
     for t in run["targets"]:
       sections.setdefault(t["target"], []).append((run, t))
-  summary_rows = []
+  summary_rows, sentences = [], []
   bg = objects.background(dataset["colour"])
   for name, entries in sections.items():
     parts.append(f"<h2>{e(name)}: {e(describe(name))}</h2><div class='pair'>")
     for run, t in entries:
       sec = target_section(Path(run["path"]) / t["folder"], agent, dataset, run["config"]["tau"], show, bg)
       r, nov = sec["run"], sec["novelty"]
+      if sec["sentence"] and r["space"] == "latent":
+        sentences.append(sec["sentence"])
       summary_rows.append(
         (
           name,
@@ -183,21 +241,25 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
           r["energy_end_mean"],
           nov["mean_fraction_different"],
           sec["spread"],
+          r.get("modes"),
           sec["objects"],
           sec["gauges"],
         )
       )
       parts.append(
         f"<figure><img alt='{e(name)} {e(r['space'])} samples' src='{png_data(sec['sheet'])}'>"
-        f"<figcaption>{e(r['space'])} space: the {show} lowest-energy of {r['num']} states "
+        f"<figcaption>{e(r['space'])} space: one state per mode (its lowest-energy one), then the "
+        f"lowest-energy others, of {r['num']} states "
         f"({r['steps']} steps; mean energy {r['energy_start_mean']:.3f} -> {r['energy_end_mean']:.3f}); "
         f"on average {100 * nov['mean_fraction_different']:.1f}% of pixels differ from the nearest real "
         f"state.</figcaption></figure>"
         f"<figure><img alt='{e(name)} {e(r['space'])} novelty' src='{png_data(sec['histogram'])}'></figure>"
       )
     parts.append("</div>")
+  if sentences:  # what was found, first: one sentence per target of the latent searches
+    parts.insert(3, "<h2>Weaknesses found</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in sentences) + "</ul>")
   parts.insert(
-    3,
+    3 + bool(sentences),
     _summary_table(
       summary_rows,
       gauge_summary(dataset["colour"], agent.spec.env_id),
@@ -247,7 +309,7 @@ def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread:
   cell = lambda g: f"<td>{100 * g['mean']:.0f}% / {100 * g['share_low']:.0f}%</td>"
   head = (
     "<h2>Summary</h2><table><tr><th>target</th><th>space</th><th>states</th><th>energy before</th>"
-    "<th>energy after</th><th>pixels differing from nearest real state</th><th>spread</th>"
+    "<th>energy after</th><th>pixels differing from nearest real state</th><th>spread</th><th>modes (% of states)</th>"
     "<th>objects per frame</th><th>frames with a 2-6 px object</th>"
     + "".join(f"<th>{e(n)}: mean / share &le; {100 * LOW:.0f}%</th>" for n in names)
     + "</tr>"
@@ -257,16 +319,24 @@ def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread:
   )
   body = "".join(
     f"<tr><td>{e(n)}</td><td>{e(s)}</td><td>{k}</td><td>{a:.3f}</td><td>{b:.3f}</td>"
-    f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td>" + object_cells(o) + "".join(cell(g[x]) for x in names) + "</tr>"
-    for n, s, k, a, b, f, d, o, g in rows
+    f"<td>{100 * f:.1f}%</td><td>{d:.1e}</td><td>{describe_modes(m) if m else ''}</td>"
+    + object_cells(o)
+    + "".join(cell(g[x]) for x in names)
+    + "</tr>"
+    for n, s, k, a, b, f, d, m, o, g in rows
   )
   body += (
     f"<tr><td>real states</td><td>dataset</td><td>{real_states}</td><td></td><td></td><td></td>"
-    f"<td>{real_spread:.1e}</td>" + object_cells(real_objects) + "".join(cell(real_gauges[x]) for x in names) + "</tr>"
+    f"<td>{real_spread:.1e}</td><td></td>"
+    + object_cells(real_objects)
+    + "".join(cell(real_gauges[x]) for x in names)
+    + "</tr>"
   )
   note = (
     "<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
     "[0, 1] units); far below the real states' it means the search found one state many times. "
+    "Modes: groups of similar found states, their number chosen from the data (k-means on the agent's "
+    "features of them, the k with the best silhouette; jaxprobe.search.modes). "
     "Objects: groups of at least 2 pixels that differ from the dataset's median frame by more than 25% "
     "(jaxprobe.collection.objects), in each of the four frames of a state; in Pong the ball is a 2-6 px "
     "object."

@@ -2,9 +2,10 @@
 
 Minimise, for every row i of a batch of variables v_i (latents, or pixels for
 the baseline), E_i = target(A(render(v_i))) + regulariser(v_i) with Adam from a
-seeded start. Rows never interact: the gradient of the batch's summed energy is
-each row's own gradient, and Adam's update is elementwise, so one optimiser over
-the batch is `num` independent optimisers.
+seeded start. Adam follows the gradient of the batch's summed energy: where
+each E_i depends on row i only, that is each row's own gradient and one
+optimiser over the batch is `num` independent optimisers; a term that couples
+the rows (`diversity.repulsion`) acts within a chunk.
 
 Two drivers of the same jitted step: "scan" fuses all steps into one program
 (accelerators); "python" calls the jitted step from Python, which on XLA:CPU ran
@@ -94,7 +95,7 @@ def make_step(energy_fn: Callable, config: OptimiseConfig, optimizer: optax.Grad
   def step(state: RowState) -> tuple[RowState, jax.Array]:
     key, sub = jax.random.split(state.key)
     energy, vjp = jax.vjp(lambda v: energy_fn(v, sub), state.v)
-    grads = vjp(jnp.ones_like(energy))[0]  # each row's own gradient: rows are independent
+    grads = vjp(jnp.ones_like(energy))[0]  # the gradient of the batch's summed energy
     finite = jnp.isfinite(energy)
     first_bad = jnp.where((state.first_bad < 0) & ~finite, state.step, state.first_bad)
     better = energy < state.best_energy

@@ -33,6 +33,8 @@ from jaxprobe.generator import prior
 from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
 from jaxprobe.generator.train import encoder_means
 from jaxprobe.parallel import batch_mesh, batch_sharding
+from jaxprobe.search.diversity import repulsion
+from jaxprobe.search.modes import Modes, find_modes
 from jaxprobe.search.optimise import OptimiseConfig, optimise, resolve_chunk
 from jaxprobe.search.targets import Target, get_target
 
@@ -48,7 +50,17 @@ class ProbeConfig(OptimiseConfig):
     "its states nearest the target (lowest target energy)",
   )
   num: int = option(256, "states per target")
+  prior: Literal["fitted", "normal"] = option(
+    "fitted",
+    "the latent prior p(u) the search starts from and is held to: the generator's fitted mixture "
+    "(`jaxprobe fit-prior`), or N(0, I), the paper's",
+  )
   alpha: float = option(0.01, "weight of the latent prior term -log p(u) (0.5||u||^2 for N(0, I))")
+  diversity: float = option(
+    1.0,
+    "weight of the repulsion between the rows of a batch in latent space, which keeps a target's states "
+    "apart (0: independent searches, as the paper's)",
+  )
   tau: float = option(1.0, "temperature of the targets' soft max/min")
   seed: int = option(0, "seed of the starting points")
   tv_weight: float = 0.3  # pixel space: total variation (per pixel, in [0, 1] units)
@@ -72,6 +84,7 @@ class ProbeResult(NamedTuple):
   seconds: float  # the search itself, compilation excluded
   compile_s: float = 0.0
   start_rows: np.ndarray | None = None  # (num,) dataset rows the search started from (`init` data, data-nearest)
+  modes: Modes | None = None  # the found states grouped into modes (`modes.find_modes`)
 
 
 def total_variation(x: jnp.ndarray) -> jnp.ndarray:
@@ -95,6 +108,18 @@ def latent_renderer(generator: GeneratorBundle):
   return lambda variables, u: generator.decode(variables, mean + std * u)
 
 
+def search_prior(generator: GeneratorBundle, config: ProbeConfig) -> prior.GaussianMixture:
+  """The latent prior of `config.prior`: the generator's fitted mixture, or N(0, I)."""
+  if config.prior == "normal":
+    return prior.standard_normal(generator.spec.latent_dim)
+  if generator.prior is None:
+    raise UserError(
+      "this generator has no fitted latent prior: fit one with `jaxprobe fit-prior --generator GENERATOR "
+      "--dataset ITS_TRAINING_DATA`, or search with --prior normal (the paper's N(0, I))"
+    )
+  return generator.prior
+
+
 def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: GeneratorBundle | None):
   """`energy(v, key) -> (n,)` for the configured space."""
   spec, params = agent.spec, agent.params
@@ -102,13 +127,14 @@ def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: Ge
   if config.space == "latent":
     render = latent_renderer(generator)
 
-    latent_prior = generator.latent_prior()
+    latent_prior = search_prior(generator, config)
     prior_term = jax.vmap(lambda x: prior.prior_energy(latent_prior, x))
 
     def energy(u, key):
       del key
       _, obs = render(generator.variables, u)
-      return score(spec.apply(params, obs)) + config.alpha * prior_term(u)
+      e = score(spec.apply(params, obs)) + config.alpha * prior_term(u)
+      return e + config.diversity * repulsion(u) if config.diversity else e
   else:
 
     def energy(u, key):
@@ -130,10 +156,19 @@ def check_inputs(
     raise UserError(f"--num must be positive, got {config.num}")
   if config.steps <= 0:
     raise UserError(f"--steps must be positive, got {config.steps}")
+  for name in ("alpha", "diversity"):
+    value = getattr(config, name)
+    if not np.isfinite(value) or value < 0:
+      raise UserError(f"--{name} must be a finite number >= 0, got {value}")
+  if not np.isfinite(config.lr) or config.lr <= 0:
+    raise UserError(f"--lr must be a finite number > 0, got {config.lr}")
+  if config.patience < 0:
+    raise UserError(f"--patience must be >= 0 (0: no early stop), got {config.patience}")
   if config.space == "latent":
     if generator is None:
       raise UserError("latent-space search needs --generator (or use --space pixel)")
     check_same_agent(agent, generator=generator)
+    search_prior(generator, config)
   if config.init != "prior":
     if config.space != "latent":
       raise UserError(f"--init {config.init} starts latent searches; pixel space starts from noise")
@@ -180,9 +215,7 @@ def initial_variables(
     z = encoder_means(generator.spec.network(), generator.variables, np.asarray(dataset["colour"][unique]))
     return jnp.asarray((z[np.searchsorted(unique, rows)] - mean) / std)
   if config.space == "latent":
-    if generator.prior is not None:
-      return prior.sample(generator.prior, key, config.num)
-    return jax.random.normal(key, (config.num, generator.spec.latent_dim))
+    return prior.sample(search_prior(generator, config), key, config.num)
   x = jax.random.uniform(key, (config.num, *agent.spec.obs_shape), minval=0.05, maxval=0.95)
   return jnp.log(x) - jnp.log1p(-x)
 
@@ -214,6 +247,7 @@ def probe_target(
     colour = np.repeat(np.round(gray).astype(np.uint8).transpose(0, 2, 3, 1), 3, axis=-1)
   outputs = jax.device_get(jax.jit(agent.spec.apply)(agent.params, gray))
   view = np.round(gray).astype(np.uint8)
+  features = np.asarray(jax.jit(agent.spec.features)(agent.params, gray))
   return ProbeResult(
     target.name,
     target.reads,
@@ -228,6 +262,7 @@ def probe_target(
     seconds,
     result.compile_s,
     rows,
+    find_modes(features, result.energy_end, seed=config.seed),  # on how the agent reads the states
   )
 
 

@@ -2,9 +2,10 @@
 
 Each core function takes one state's action-value vector `q` `(A,)` (unbatched,
 rlax style) and returns a scalar energy; callers `vmap` them. For actor-critic
-agents the value head stands in for the expected value (S+, S-) and the policy
-logits stand in for q in the action targets (T+, T-, T+-, S+-, action:N); each
-`Target` records what it read in `reads`.
+agents, which have no action values, the value head stands in for the level of
+value (T+, T-, S+, S-: doomed is a low value) and the policy's log-probabilities
+for q in the targets that compare actions (T+-, S+-, action:N, not-action:N);
+each `Target` records what it read in `reads`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ DESCRIPTIONS = {
   "action:N": "action N dominates the others",
   "not-action:N": "action N is the worst choice",
 }
+# On actor-critic agents: the sign of the value head in T+, T-, S+ and S- (docs/search.md, 'Targets').
+VALUE_LEVEL = {"T+": -1.0, "T-": 1.0, "S+": -1.0, "S-": 1.0}
 KNOWN = tuple(CORE) + ("action:N", "not-action:N", "module:function")
 
 
@@ -102,10 +105,6 @@ class Target(NamedTuple):
   reads: str  # which output it used, for the record
 
 
-def _action_values(kind: str) -> str:
-  return "q" if kind == "q" else "logits"
-
-
 def get_target(name: str, kind: str, num_actions: int, tau: float = 1.0) -> Target:
   """The target called `name` for an agent of `kind` ("q" or "actor_critic").
 
@@ -114,13 +113,16 @@ def get_target(name: str, kind: str, num_actions: int, tau: float = 1.0) -> Targ
   """
   if tau <= 0:
     raise UserError(f"the temperature tau must be positive, got {tau}")
-  head = _action_values(kind)
-  if name in ("S+", "S-") and kind == "actor_critic":
-    sign = -1.0 if name == "S+" else 1.0
-    return Target(name, lambda out: sign * out["value"], "value")
+  if kind == "actor_critic":
+    if name in VALUE_LEVEL:  # a policy's logits have no level: the value head is the agent's estimate of return
+      sign = VALUE_LEVEL[name]
+      return Target(name, lambda out: sign * out["value"], "value")
+    values, reads = lambda out: jax.nn.log_softmax(out["logits"]), "log-probabilities"
+  else:
+    values, reads = lambda out: out["q"], "q"
   if name in CORE:
     core = CORE[name]
-    return Target(name, lambda out: core(out[head], tau), head)
+    return Target(name, lambda out: core(values(out), tau), reads)
   for prefix, sign in (("action:", -1.0), ("not-action:", 1.0)):
     if name.startswith(prefix):
       try:
@@ -131,7 +133,7 @@ def get_target(name: str, kind: str, num_actions: int, tau: float = 1.0) -> Targ
         raise UserError(
           f"target '{name}': action {action} is out of range; this agent has actions 0..{num_actions - 1}"
         )
-      return Target(name, lambda out: sign * action_preference(out[head], action, tau), head)
+      return Target(name, lambda out: sign * action_preference(values(out), action, tau), reads)
   if ":" in name and not name.startswith(("action", "not-action")):
     return Target(name, _import_energy(name), "user function of all outputs")
   raise UserError(f"unknown target '{name}'; known: {', '.join(KNOWN)}")
