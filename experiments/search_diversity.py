@@ -32,7 +32,6 @@ from jaxprobe.evaluation.novelty import novelty, spread
 from jaxprobe.files import save_png
 from jaxprobe.generator.spec import load_generator
 from jaxprobe.report.images import grid
-from jaxprobe.search.modes import find_modes
 from jaxprobe.search.spaces import ProbeConfig, probe, recorded_energies
 from jaxprobe.search.targets import get_target
 
@@ -118,7 +117,7 @@ def main() -> None:
         greedy_counts=np.bincount(r.greedy, minlength=agent.spec.num_actions).tolist(),
         objects=objects.describe(r.colour, bg),
         novelty_median=float(np.median(novelty(r.gray, real_gray).fraction_different)),
-        modes=find_modes(r.variables, values, seed=args.seed).summary(),
+        modes=r.modes.summary(),  # on the agent's features, as `probe` groups them
         seconds=time.perf_counter() - t,
       )
       results["targets"].setdefault(name, {})[label] = found
