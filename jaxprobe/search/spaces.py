@@ -245,9 +245,10 @@ def probe_target(
   else:
     gray = np.asarray(255.0 * jax.nn.sigmoid(result.v))
     colour = np.repeat(np.round(gray).astype(np.uint8).transpose(0, 2, 3, 1), 3, axis=-1)
-  outputs = jax.device_get(jax.jit(agent.spec.apply)(agent.params, gray))
+  # One program for the heads and the torso's features: XLA computes the shared network once.
+  read = jax.jit(lambda params, x: (agent.spec.apply(params, x), agent.spec.features(params, x)))
+  outputs, features = jax.device_get(read(agent.params, gray))
   view = np.round(gray).astype(np.uint8)
-  features = np.asarray(jax.jit(agent.spec.features)(agent.params, gray))
   return ProbeResult(
     target.name,
     target.reads,
