@@ -1,6 +1,7 @@
 """Self-describing checkpoint directories: a JSON spec beside an orbax-checkpointed pytree.
 
-    DIR/<spec file>   format version and everything needed to rebuild the network
+    DIR/<spec file>   format version, everything needed to rebuild the network, and
+                      `params_sha256`: the checksum of the pytree, verified on load
     DIR/params/       the pytree (orbax-checkpoint)
 
 A new checkpoint is written to a temporary sibling and renamed into place; an existing one is
@@ -10,6 +11,7 @@ replaced in place (tree swapped by renames, spec rewritten atomically), so files
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxprobe.errors import UserError
@@ -38,7 +41,7 @@ def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: s
   if path.exists() and not (path / spec_file).is_file():
     if path.is_file() or any(path.iterdir()):
       raise UserError(f"{path} exists and is not {what}; choose another path")
-  text = json.dumps(spec, indent=2, sort_keys=True) + "\n"
+  text = json.dumps(dict(spec, params_sha256=tree_checksum(tree)), indent=2, sort_keys=True) + "\n"
   tag = uuid.uuid4().hex[:8]
   if not (path / spec_file).is_file():
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +100,18 @@ def read_versioned_json(file: Path, what: str, format_version: int, remedy: str)
   return data
 
 
-def read_tree(path: str | Path, what: str) -> Any:
-  """The pytree of a checkpoint directory, or a UserError if it is damaged."""
+def tree_checksum(tree: Any) -> str:
+  """sha256 of a pytree's leaf names, dtypes, shapes and bytes, as stored."""
+  h = hashlib.sha256()
+  for key, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
+    a = np.ascontiguousarray(leaf)
+    h.update(f"{jax.tree_util.keystr(key)}|{a.dtype}|{a.shape}|".encode() + a.tobytes())
+  return h.hexdigest()
+
+
+def read_tree(path: str | Path, what: str, checksum: str | None = None, verify: bool = True) -> Any:
+  """The pytree of a checkpoint directory, or a UserError if it is damaged: unreadable, not matching
+  `checksum` (the one its spec recorded; with `verify`), or holding a value that is not finite."""
   try:
     ckptr = ocp.StandardCheckpointer()
     tree = ckptr.restore((Path(path) / TREE_DIR).absolute())
@@ -106,4 +119,20 @@ def read_tree(path: str | Path, what: str) -> Any:
   except Exception as e:  # orbax raises many types for damaged files
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise UserError(f"{what} {path} is corrupt or unreadable ({first}); save it again") from None
+  if verify and checksum is not None and tree_checksum(tree) != checksum:
+    raise UserError(
+      f"{what} {path} does not match its checksum: its parameters changed since it was saved (damaged or "
+      "edited); save it again, or pass --no-verify to load it as it is"
+    )
+  check_finite(tree, f"{what} {path}")
   return tree
+
+
+def check_finite(tree: Any, what: str) -> None:
+  """A UserError naming the first leaf of `tree` that holds NaN or an infinity."""
+  for key, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if not np.isfinite(np.asarray(leaf, np.float32)).all():
+      raise UserError(
+        f"{what} holds non-finite values in parameter {jax.tree_util.keystr(key)}: it is damaged, or was saved "
+        "from a run that diverged; use another checkpoint"
+      )

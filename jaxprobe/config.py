@@ -6,12 +6,19 @@ Unknown fields and values of the wrong type are user errors naming the field,
 so a typo in a YAML file never silently falls back to a default. A field declared with
 `option(default, help)` is also a command-line flag (`add_flags`): its name, type,
 default and help are written once, in the dataclass.
+
+Every field declares the values it may take (`setting(default, POSITIVE)`, `option(..., valid=...)`;
+a float is at least finite), and a config that derives from `Config` checks them, and its
+cross-field rules (`Config.check`), whenever it is built: from YAML, overrides, flags or Python.
+The same `Range` is the `type` of its command-line flag, so a bad flag is refused while parsing.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import math
 import types
 import typing
 from pathlib import Path
@@ -22,6 +29,101 @@ import yaml
 from jaxprobe.errors import UserError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a number may take: `kind` (int or float; a float must also be finite) between `lo` and
+  `hi` (either may be None), each bound included unless open. Called on a string, it is an argparse
+  `type` that refuses what it does not allow."""
+
+  kind: type = float
+  lo: float | None = None
+  hi: float | None = None
+  lo_open: bool = False
+  hi_open: bool = False
+
+  def allows(self, value: Any) -> bool:
+    """Whether `value` is of the range's kind, finite and within its bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return False
+    if self.kind is int and not float(value).is_integer():
+      return False
+    if not math.isfinite(value):
+      return False
+    if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+      return False
+    return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+  def describe(self) -> str:
+    """E.g. 'an integer >= 1', 'a finite number in (0, 1]'."""
+    noun = "an integer" if self.kind is int else "a finite number"
+    if self.lo is not None and self.hi is not None:
+      return f"{noun} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+    if self.lo is not None:
+      return f"{noun} {'>' if self.lo_open else '>='} {self.lo:g}"
+    if self.hi is not None:
+      return f"{noun} {'<' if self.hi_open else '<='} {self.hi:g}"
+    return noun
+
+  def __call__(self, text: str) -> Any:
+    """`text` read as the range's kind, or an argparse error saying what is allowed."""
+    try:
+      value = self.kind(text)
+    except ValueError:
+      value = None
+    if value is None or not self.allows(value):
+      raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}")
+    return value
+
+
+FINITE = Range(float)  # every float field without a narrower range
+POSITIVE = Range(float, lo=0, lo_open=True)
+NONNEGATIVE = Range(float, lo=0)
+PROBABILITY = Range(float, lo=0, hi=1)
+DISCOUNT = Range(float, lo=0, hi=1, lo_open=True)
+POSITIVE_INT = Range(int, lo=1)
+COUNT = Range(int, lo=0)  # 0 allowed: "none" or "off"
+SEED = Range(int, lo=0, hi=2**31 - 1)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def field_label(f: dataclasses.Field) -> str:
+  """How a user names field `f`: its flag if it is one, else 'config field NAME'."""
+  if "help" in f.metadata:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+  return f"config field '{f.name}'"
+
+
+def check_fields(cfg: Any) -> None:
+  """A UserError naming the first field of dataclass `cfg` whose value (or any item of a tuple value)
+  is outside its declared `Range`."""
+  hints = _hints(type(cfg))
+  for f in dataclasses.fields(cfg):
+    valid = f.metadata.get("valid") or (FINITE if hints[f.name] is float else None)
+    value = getattr(cfg, f.name)
+    if valid is None:
+      continue
+    items = value if isinstance(value, tuple) else (value,)
+    if not items or not all(valid.allows(v) for v in items):
+      what = "a non-empty list, each item " if isinstance(value, tuple) else ""
+      raise UserError(f"{field_label(f)} must be {what}{valid.describe()}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Base of jaxprobe's configs: building one checks every field's range, then `check`."""
+
+  def __post_init__(self) -> None:
+    check_fields(self)
+    self.check()
+
+  def check(self) -> None:
+    """Rules that join fields (e.g. a batch that splits into minibatches): a UserError naming them."""
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -154,9 +256,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
   return from_dict(cls, apply_overrides(read_yaml(path) if path is not None else {}, overrides))
 
 
-def option(default: Any, help: str, flag: str | None = None) -> Any:
-  """A config field that is also a command-line flag (`--name-with-dashes`, or `flag`)."""
-  return dataclasses.field(default=default, metadata=dict(help=help, flag=flag))
+def setting(default: Any, valid: Range | None = None) -> Any:
+  """A config field whose values must lie in `valid`."""
+  return dataclasses.field(default=default, metadata=dict(valid=valid))
+
+
+def option(default: Any, help: str, flag: str | None = None, valid: Range | None = None) -> Any:
+  """A config field that is also a command-line flag (`--name-with-dashes`, or `flag`), its values in `valid`."""
+  return dataclasses.field(default=default, metadata=dict(help=help, flag=flag, valid=valid))
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -171,7 +278,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     if typing.get_origin(annotation) is typing.Literal:
       kwargs["choices"] = typing.get_args(annotation)
     elif annotation in (int, float):
-      kwargs["type"] = annotation
+      kwargs["type"] = f.metadata.get("valid") or (FINITE if annotation is float else int)
     elif annotation is not str:
       raise TypeError(f"config field {cls.__name__}.{f.name} of type {annotation!r} cannot be a flag")
     parser.add_argument(flag, **kwargs)

@@ -4,20 +4,36 @@ Every JSON, HTML, PNG and GIF file jaxprobe writes goes through `write_atomic`: 
 bytes go to a temporary sibling that replaces the target only once complete, so a reader
 (or a second run) never sees half a file. (A training curve grows by appended rows, and
 `bundle.save_bundle` swaps a checkpoint's tree by renames.)
+
+A command holds each folder or file it writes with `sole_writer` for as long as it runs, so a
+second jaxprobe command that would write the same path is refused with the first one's pid and
+command line. The hold is an advisory `flock` on a lock file kept outside the user's folders (in
+the temp dir, named by a hash of the path): the kernel releases it when its holder exits however
+it exits, so a crashed or killed run never blocks the next.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import io
 import json
 import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from jaxprobe.errors import UserError
+from jaxprobe.errors import Interrupted, UserError
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -77,6 +93,78 @@ def check_out_file(path: str | Path, flag: str) -> Path:
   if not path.parent.is_dir():
     raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
   return path
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+  """Holds SIGINT and SIGTERM back until the block (a checkpoint write) is done, then raises `Interrupted`,
+  so a stop never lands inside a write."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  pending: list[int] = []
+  previous = {
+    s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+  }
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  if pending:
+    raise Interrupted(pending[0])
+
+
+def lock_file(path: str | Path) -> Path:
+  """Where the hold on `path` is kept: a file in the temp dir named by a hash of `path`'s absolute form."""
+  key = hashlib.sha256(str(Path(path).absolute().resolve()).encode()).hexdigest()[:32]
+  folder = Path(os.environ.get("JAXPROBE_LOCK_DIR") or Path(tempfile.gettempdir()) / f"jaxprobe-locks-{os.getuid()}")
+  folder.mkdir(parents=True, exist_ok=True)
+  return folder / f"{key}.lock"
+
+
+@contextlib.contextmanager
+def sole_writer(path: str | Path) -> Iterator[Path]:
+  """Holds `path` (a folder or file this process writes) until the block ends; a UserError naming the
+  holder if another process holds it."""
+  lock = lock_file(path)
+  while True:
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+      os.close(fd)
+      raise UserError(
+        f"{path} is being written by another jaxprobe command ({holder}); wait for it to end, or write elsewhere"
+      ) from None
+    # The previous holder may have removed the file between our open and our lock: hold the file that is there.
+    try:
+      same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(fd)
+  try:
+    command = " ".join(["jaxprobe", *sys.argv[1:]])[:300]
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}: {command}".encode(), 0)
+    yield Path(path)
+  finally:
+    os.unlink(lock)  # while still held, so no one holds a file that is no longer there
+    os.close(fd)
+
+
+def remove_new_leftovers(path: str | Path, existed: bool) -> None:
+  """After a failed command: removes `path` if the command created it (`existed` is False) and it holds
+  no file (only empty folders), and the temporary siblings (`.NAME.tmp-PID`) this process left."""
+  path = Path(path)
+  for tmp in path.parent.glob(f".{path.name}.tmp-{os.getpid()}"):
+    tmp.unlink(missing_ok=True)
+  if not existed and path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def png_bytes(image: np.ndarray, optimize: bool = False) -> bytes:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from jaxprobe.config import to_dict
 from jaxprobe.errors import UserError
-from jaxprobe.files import check_dir_path, write_atomic
+from jaxprobe.files import check_dir_path, uninterrupted, write_atomic
 
 # Fields that may differ between a run and its resumption: how long to train, how often to save,
 # and how the same computation is implemented.
@@ -50,10 +50,14 @@ class RunDir:
         raise UserError(f"--resume: {self.path} holds no run (no config.yaml); start it without --resume")
       self._check_same_config(yaml.safe_load(config_file.read_text()) or {})
     elif config_file.exists():
-      raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+      if has_checkpoint(self.path / "checkpoints"):
+        raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+      # A run that ended before its first checkpoint is started again over its own folder.
+      for leftover in (config_file, *self.path.glob("*.csv")):
+        leftover.unlink()
     self.path.mkdir(parents=True, exist_ok=True)
     if not resume:
-      config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
+      write_atomic(config_file, yaml.safe_dump(self.config, sort_keys=False))
     self.manager = ocp.CheckpointManager(
       self.path / "checkpoints",
       options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
@@ -145,6 +149,11 @@ class RunDir:
   def close(self) -> None:
     """Waits for pending checkpoint writes and releases the manager."""
     self.manager.close()
+
+
+def has_checkpoint(folder: Path) -> bool:
+  """Whether an orbax checkpoint folder holds a finished step (a step folder, not a temporary one)."""
+  return folder.is_dir() and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
 
 
 def truncate_table(path: Path, step: int) -> None:
@@ -264,12 +273,21 @@ def drive(
           hook(state, step)
       if step >= next_ckpt:
         next_ckpt = next_at(checkpoint_every, step)
-        save(state, step, wall())
-        last_saved = step
+        with uninterrupted():  # a stop asked for during the write takes effect after it
+          save(state, step, wall())
+          last_saved = step
+  except KeyboardInterrupt as e:  # SIGINT or SIGTERM (`jaxprobe.cli`): the last checkpoint is whole
+    e.kept = (
+      f"checkpoint {last_saved} in {run.path} is kept: continue with --resume"
+      if last_saved is not None
+      else f"no checkpoint was saved yet: start it again with the same command (over {run.path})"
+    )
+    raise
   finally:
     bar.close()
     if hasattr(updates, "close"):  # the trainer's own clean-up (its envs, its data thread) runs now
       updates.close()
   if last_saved != step:
-    save(state, step, wall())
+    with uninterrupted():
+      save(state, step, wall())
   return state, step

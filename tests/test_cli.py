@@ -79,7 +79,7 @@ def test_user_error_is_one_line_and_exit_2(tmp_path):
     (lambda t, a: ["--agent", str(a), "--env", "Seaquest-v5"], "the agent has 6 actions but Seaquest-v5 has 18"),
     (lambda t, a: ["--agent", str(a), "--method", "lime"], "unknown saliency method 'lime'; known: guided"),
     (lambda t, a: ["--agent", str(a), "--output", "value"], "has outputs q, not 'value'"),
-    (lambda t, a: ["--agent", str(a), "--frames", "0"], "--frames must be positive"),
+    (lambda t, a: ["--agent", str(a), "--frames", "0"], "--frames: must be an integer >= 1"),
     (lambda t, a: ["--agent", str(a), "--out", str(t / "file.txt")], "is a file"),
   ],
 )

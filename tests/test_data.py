@@ -164,7 +164,7 @@ def test_collect_bad_arguments(tmp_path, capsys, pong_q_agent_path):
   existing.mkdir()
   (existing / "keep").write_text("x")
   cases = [
-    (["--frames", "0", "--out", str(tmp_path / "a")], "--frames must be positive"),
+    (["--frames", "0", "--out", str(tmp_path / "a")], "--frames: must be an integer >= 1"),
     (["--env", "Seaquest-v5", "--out", str(tmp_path / "b")], "the agent has 6 actions but Seaquest-v5 has 18"),
     (["--out", str(existing)], "already exists"),
     (["--env", "Pongg-v5", "--out", str(tmp_path / "c")], "unknown env id"),

@@ -20,7 +20,7 @@ from jaxprobe.agents import Agent, AgentSpec, save_agent
 from jaxprobe.bundle import read_tree
 from jaxprobe.cli import main
 from jaxprobe.collection import objects
-from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.dataset import open_dataset, sha256_file
 from jaxprobe.collection.recorder import collect
 from jaxprobe.commands.train_generator import train_generator as train
 from jaxprobe.errors import UserError
@@ -292,6 +292,7 @@ def test_fidelity_bad_inputs(tmp_path, capsys, pong_q_agent_path, pong_q_agent, 
   def another_size(path, manifest):
     np.save(path / "colour.npy", np.zeros((len(tiny_dataset), 64, 64, 12), np.uint8))
     manifest["arrays"]["colour"]["shape"] = [len(tiny_dataset), 64, 64, 12]
+    manifest["arrays"]["colour"]["sha256"] = sha256_file(path / "colour.npy")  # a whole dataset, of other images
 
   base = ["fidelity", "--agent", str(pong_q_agent_path), "--states", "8"]
   cases = [

@@ -112,7 +112,10 @@ def test_fit_prior_bad_inputs(fitted, pong_q_agent, tmp_path, capsys):
   cases = [
     (["--generator", str(other), "--dataset", str(fitted / "data")], "collected by another agent than the generator's"),
     (["--generator", str(tmp_path / "none"), "--dataset", str(fitted / "data")], "no generator checkpoint"),
-    (["--generator", str(fitted / "gen"), "--dataset", str(fitted / "data"), "--samples", "0"], "must be positive"),
+    (
+      ["--generator", str(fitted / "gen"), "--dataset", str(fitted / "data"), "--samples", "0"],
+      "--samples: must be an integer >= 1",
+    ),
   ]
   before = (fitted / "gen" / "generator.json").read_text()
   for args, message in cases:

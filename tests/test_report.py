@@ -204,7 +204,7 @@ def test_demo_runs_end_to_end_on_given_assets(probe_runs, tmp_path, capsys, pong
         "--reference-states",
         "64",
         "--rollouts",
-        "1",
+        "0",  # the report test plays rollouts
         "--quiet",
       ]
     )

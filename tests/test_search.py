@@ -121,8 +121,8 @@ def test_non_finite_energy_names_target_step_and_row():
   v0 = jnp.ones((4, 2)).at[2].set(-1.0)
   with pytest.raises(NonFiniteEnergy, match="target T- became non-finite at step 0 for state 2"):
     optimise(lambda v, k: jnp.log(v.sum(-1)), v0, OptimiseConfig(steps=3), jax.random.key(0), name="T-")
-  with pytest.raises(UserError, match="--steps must be positive"):
-    optimise(quadratic, v0, OptimiseConfig(steps=0), jax.random.key(0))
+  with pytest.raises(UserError, match="--steps must be an integer >= 1, got 0"):
+    OptimiseConfig(steps=0)
 
 
 def test_sharded_search_on_four_virtual_devices_equals_one_device():

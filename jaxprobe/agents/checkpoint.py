@@ -16,8 +16,8 @@ from typing import Any
 
 from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, fit_params
 from jaxprobe.agents.cleanrl import load_cleanrl
+from jaxprobe.bundle import check_finite, read_tree, save_bundle
 from jaxprobe.bundle import read_spec as bundle_spec
-from jaxprobe.bundle import read_tree, save_bundle
 from jaxprobe.errors import UserError
 
 FORMAT_VERSION = 1
@@ -32,7 +32,11 @@ def save_agent(path: str | Path, agent: Agent) -> Path:
 
 def read_spec(path: str | Path) -> tuple[AgentSpec, dict[str, Any]]:
   """The spec and metadata of an agent directory, without loading its params."""
-  meta = bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION)
+  return spec_of(path, bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION))
+
+
+def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
+  """The spec and metadata of an agent directory from its agent.json."""
   try:
     spec = AgentSpec(
       kind=meta["kind"], num_actions=int(meta["num_actions"]), env_id=meta["env_id"], obs_format=meta["obs_format"]
@@ -45,16 +49,21 @@ def read_spec(path: str | Path) -> tuple[AgentSpec, dict[str, Any]]:
   return spec, meta.get("metadata", {})
 
 
-def load_agent(path: str | Path, env_id: str | None = None) -> Agent:
+def load_agent(path: str | Path, env_id: str | None = None, verify: bool = True) -> Agent:
   """Loads a jaxprobe agent directory or a CleanRL `.cleanrl_model` file.
 
-  `env_id` is needed only for CleanRL DQN files whose path does not name the game.
+  A jaxprobe agent's parameters must match the checksum saved with them (unless `verify` is
+  False); every format's must fit the network and be finite. `env_id` is needed only for
+  CleanRL DQN files whose path does not name the game.
   """
   path = Path(path)
   if not path.exists():
     raise UserError(f"no agent checkpoint at {path}: give a jaxprobe agent directory or a CleanRL .cleanrl_model file")
   if path.is_file():
-    return load_cleanrl(path, env_id)
-  spec, metadata = read_spec(path)
-  params = read_tree(path, "agent checkpoint")
+    agent = load_cleanrl(path, env_id)
+    check_finite(agent.params, f"agent checkpoint {path}")
+    return agent
+  meta = bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION)
+  spec, metadata = spec_of(path, meta)
+  params = read_tree(path, "agent checkpoint", meta.get("params_sha256"), verify)
   return Agent(spec, fit_params(spec, params, f"agent checkpoint {path}"), metadata)

@@ -20,36 +20,43 @@ import optax
 from jaxprobe.agents.agent import AgentSpec, act
 from jaxprobe.agents.play import EpisodeTracker
 from jaxprobe.agents.replay import FrameReplay, Transitions
+from jaxprobe.config import COUNT, DISCOUNT, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, Config, setting
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import make_atari
+from jaxprobe.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(Config):
   """Double DQN's settings (docs/agents.md, section 'Double DQN')."""
 
   env_id: str = "Pong-v5"
-  seed: int = 1
-  total_steps: int = 2_000_000  # agent steps over all envs (4 frames each)
-  num_envs: int = 4
-  buffer_size: int = 100_000  # transitions; frames stored once (7 KB each)
-  batch_size: int = 32
-  lr: float = 1e-4
-  adam_eps: float = 1.5e-4
-  gamma: float = 0.99
-  n_step: int = 1  # 1 is the paper's Double DQN; 3 learns faster per step
-  learning_starts: int = 20_000
-  train_every: int = 4  # agent steps per gradient update
-  target_update_every: int = 2_000  # agent steps between target-network copies
-  epsilon_start: float = 1.0
-  epsilon_end: float = 0.01
-  epsilon_decay_steps: int = 250_000
+  seed: int = setting(1, SEED)
+  total_steps: int = setting(2_000_000, POSITIVE_INT)  # agent steps over all envs (4 frames each)
+  num_envs: int = setting(4, POSITIVE_INT)
+  buffer_size: int = setting(100_000, POSITIVE_INT)  # transitions; frames stored once (7 KB each)
+  batch_size: int = setting(32, POSITIVE_INT)
+  lr: float = setting(1e-4, POSITIVE)
+  adam_eps: float = setting(1.5e-4, POSITIVE)
+  gamma: float = setting(0.99, DISCOUNT)
+  n_step: int = setting(1, POSITIVE_INT)  # 1 is the paper's Double DQN; 3 learns faster per step
+  learning_starts: int = setting(20_000, COUNT)
+  train_every: int = setting(4, POSITIVE_INT)  # agent steps per gradient update
+  target_update_every: int = setting(2_000, POSITIVE_INT)  # agent steps between target-network copies
+  epsilon_start: float = setting(1.0, PROBABILITY)
+  epsilon_end: float = setting(0.01, PROBABILITY)
+  epsilon_decay_steps: int = setting(250_000, POSITIVE_INT)
   episodic_life: bool = True
   reward_clip: bool = True
   conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
-  stop_after: int = 0  # stop (and save) at this step without changing schedules (0: total_steps)
-  checkpoint_every: int = 50_000
-  log_every: int = 10_000
+  stop_after: int = setting(0, COUNT)  # stop (and save) at this step without changing schedules (0: total_steps)
+  checkpoint_every: int = setting(50_000, POSITIVE_INT)
+  log_every: int = setting(10_000, POSITIVE_INT)
+
+  def check(self) -> None:
+    """A batch drawn from the replay buffer fits in it."""
+    if self.batch_size > self.buffer_size:
+      raise UserError(f"config field 'batch_size' ({self.batch_size}) must be at most buffer_size ({self.buffer_size})")
 
 
 class TrainState(NamedTuple):

@@ -27,37 +27,48 @@ import optax
 
 from jaxprobe.agents.agent import AgentSpec
 from jaxprobe.agents.play import EpisodeTracker
+from jaxprobe.config import COUNT, DISCOUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, Config, setting
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import make_atari
+from jaxprobe.errors import UserError
 from jaxprobe.parallel import resolve_loop
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(Config):
   """PPO's settings, CleanRL's Atari values by default (docs/agents.md, section 'PPO')."""
 
   env_id: str = "Pong-v5"
-  seed: int = 1
-  total_steps: int = 10_000_000  # agent steps over all envs (4 frames each)
-  num_envs: int = 8
-  num_steps: int = 128  # rollout length per env
-  lr: float = 2.5e-4
+  seed: int = setting(1, SEED)
+  total_steps: int = setting(10_000_000, POSITIVE_INT)  # agent steps over all envs (4 frames each)
+  num_envs: int = setting(8, POSITIVE_INT)
+  num_steps: int = setting(128, POSITIVE_INT)  # rollout length per env
+  lr: float = setting(2.5e-4, POSITIVE)
   anneal_lr: bool = True
-  gamma: float = 0.99
-  gae_lambda: float = 0.95
-  num_minibatches: int = 4
-  update_epochs: int = 4
-  clip_coef: float = 0.1
-  ent_coef: float = 0.01
-  vf_coef: float = 0.5
-  max_grad_norm: float = 0.5
+  gamma: float = setting(0.99, DISCOUNT)
+  gae_lambda: float = setting(0.95, PROBABILITY)
+  num_minibatches: int = setting(4, POSITIVE_INT)
+  update_epochs: int = setting(4, POSITIVE_INT)
+  clip_coef: float = setting(0.1, POSITIVE)
+  ent_coef: float = setting(0.01, NONNEGATIVE)
+  vf_coef: float = setting(0.5, NONNEGATIVE)
+  max_grad_norm: float = setting(0.5, POSITIVE)
   episodic_life: bool = True  # training aids; evaluation plays the real game
   reward_clip: bool = True
   loop: Literal["auto", "python", "scan"] = "auto"
   conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
-  stop_after: int = 0  # stop (and save) at this step without changing schedules (0: total_steps)
-  checkpoint_every: int = 50_000  # agent steps
-  log_every: int = 10_000
+  stop_after: int = setting(0, COUNT)  # stop (and save) at this step without changing schedules (0: total_steps)
+  checkpoint_every: int = setting(50_000, POSITIVE_INT)  # agent steps
+  log_every: int = setting(10_000, POSITIVE_INT)
+
+  def check(self) -> None:
+    """The rollout batch splits into equal minibatches."""
+    batch = self.num_envs * self.num_steps
+    if batch % self.num_minibatches:
+      raise UserError(
+        f"config field 'num_minibatches' ({self.num_minibatches}) must divide the rollout batch num_envs x "
+        f"num_steps = {self.num_envs} x {self.num_steps} = {batch}"
+      )
 
 
 class TrainState(NamedTuple):

@@ -14,8 +14,10 @@ import sys
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.collection.recorder import collect
 from jaxprobe.commands import flags
+from jaxprobe.config import POSITIVE_INT
 
 NAME = "collect"
+WRITES = ("out",)  # held for the whole command (cli.main)
 HELP = "record the states an agent visits, with saliency masks"
 DESCRIPTION = (
   "The agent plays epsilon-greedily on its grayscale view; every state is recorded with its colour "
@@ -28,18 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   """The subcommand's flags."""
   flags.agent(p)
   flags.env(p)
-  p.add_argument("--frames", type=int, default=10000, help="number of states to record (default: 10000)")
+  p.add_argument("--frames", type=POSITIVE_INT, default=10000, help="number of states to record (default: 10000)")
   flags.epsilon(p, collect)
   flags.from_signature(p, "--num-envs", collect, "num_envs", "games played side by side")
   flags.seed(p, "seed of games and random actions", collect)
   flags.out(p, "dataset directory to create")
   flags.resume(p, "finish the partial collection OUT.partial")
+  flags.no_verify(p)
   flags.quiet(p)
 
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  agent = load_agent(args.agent, env_id=args.env)
+  agent = load_agent(args.agent, env_id=args.env, verify=not args.no_verify)
   stats = collect(
     agent,
     args.out,

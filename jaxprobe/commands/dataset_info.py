@@ -16,6 +16,7 @@ from jaxprobe.files import check_out_file, save_png
 from jaxprobe.report.images import grid
 
 NAME = ("dataset", "info")
+WRITES = ("dataset", "sheet")  # the contact sheet is written into it by default
 HELP = "print a dataset's manifest, action histogram and game scores, and write a contact sheet of random states"
 DESCRIPTION = None
 GROUP_HELP = "inspect datasets"
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--sheet", default=None, help="contact sheet PNG path (default: DATASET/contact_sheet.png)")
   flags.from_signature(p, "--num", contact_sheet, "num", "states on the contact sheet")
   flags.seed(p, "which random states", contact_sheet)
-  p.add_argument("--no-verify", action="store_true", help="skip the checksum check (faster on large datasets)")
+  flags.no_verify(p)
 
 
 def contact_sheet(dataset: Dataset, num: int = 12, seed: int = 0) -> np.ndarray:

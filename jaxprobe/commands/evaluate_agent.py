@@ -13,6 +13,7 @@ from jaxprobe.commands import flags
 from jaxprobe.files import check_out_file, write_gif, write_json
 
 NAME = "evaluate-agent"
+WRITES = ("gif", "json")
 HELP = "score an agent over whole games of the real game"
 DESCRIPTION = (
   "Play N whole games (no episodic life, no reward clipping) and print the mean, std, min and max raw game score."
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.seed(p, "seed of the games and random actions", evaluate)
   p.add_argument("--gif", default=None, help="write the first game as an animated GIF here")
   flags.json_out(p, "the scores")
+  flags.no_verify(p)
   flags.quiet(p)
 
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
   for path, flag in ((args.gif, "--gif"), (args.json, "--json")):
     if path:
       check_out_file(path, flag)
-  agent = load_agent(args.agent, env_id=args.env)
+  agent = load_agent(args.agent, env_id=args.env, verify=not args.no_verify)
   played = evaluate(
     agent,
     args.episodes,

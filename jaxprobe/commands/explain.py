@@ -19,12 +19,14 @@ from jaxprobe.agents.agent import Agent, greedy_actions
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.agents.play import record_states
 from jaxprobe.commands import flags
+from jaxprobe.config import COUNT
 from jaxprobe.errors import UserError
 from jaxprobe.files import prepare_out_dir, save_png, write_json
 from jaxprobe.parallel import map_in_batches
 from jaxprobe.report.images import grid, heatmap_overlay
 
 NAME = "saliency"
+WRITES = ("out",)  # held for the whole command (cli.main)
 HELP = "play an agent and draw what it looks at"
 DESCRIPTION = (
   "Play an agent in its game, compute a saliency map for the states it visits, and write one PNG per "
@@ -46,16 +48,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     default=None,
     help="which output to explain: q, logits or value (default: the greedy action's q or logit)",
   )
-  flags.from_signature(p, "--warmup", explain_play, "warmup", "agent steps played before the first kept state")
+  flags.from_signature(
+    p, "--warmup", explain_play, "warmup", "agent steps played before the first kept state", type=COUNT
+  )
   flags.from_signature(p, "--every", explain_play, "every", "keep every N-th state after the warm-up")
   flags.epsilon(p, explain_play, "probability of a random action while playing")
   flags.seed(p, "seed of the game and of random choices", explain_play)
+  flags.no_verify(p)
   flags.quiet(p)
 
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  agent = load_agent(args.agent, env_id=args.env)
+  agent = load_agent(args.agent, env_id=args.env, verify=not args.no_verify)
   summary = explain_play(
     agent,
     args.out,

@@ -15,6 +15,7 @@ from jaxprobe.generator.reconstruction import fidelity
 from jaxprobe.generator.spec import load_generator
 
 NAME = "fidelity"
+WRITES = ("json",)
 HELP = "how much of what the agent reads survives the generator, on real states"
 DESCRIPTION = (
   "On --states states of a dataset of the agent's game: how often the agent's greedy action on G(E(x)) "
@@ -31,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.from_signature(p, "--states", fidelity, "num", "states drawn from the dataset")
   flags.seed(p, "which states", fidelity)
   flags.json_out(p, "the numbers")
+  flags.no_verify(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -38,9 +40,9 @@ def run(args: argparse.Namespace) -> None:
   if args.json:
     check_out_file(args.json, "--json")
   f = fidelity(
-    load_agent(args.agent),
-    load_generator(args.generator),
-    open_dataset(args.dataset, verify=False),
+    load_agent(args.agent, verify=not args.no_verify),
+    load_generator(args.generator, verify=not args.no_verify),
+    open_dataset(args.dataset, verify=not args.no_verify),
     num=args.states,
     seed=args.seed,
   )

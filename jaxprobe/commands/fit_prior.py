@@ -13,6 +13,7 @@ from jaxprobe.evaluation.samples import fit_prior
 from jaxprobe.generator.spec import load_generator, save_generator
 
 NAME = "fit-prior"
+WRITES = ("generator",)  # its prior is written into it; held for the whole command (cli.main)
 HELP = "fit the latent prior the search starts from and stays in, and store it with the generator"
 DESCRIPTION = (
   "Fit a Gaussian mixture (full covariances, the number of components chosen on held-out states) to "
@@ -29,12 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.from_signature(p, "--states", fit_prior, "states", "states the prior is fitted to")
   flags.from_signature(p, "--samples", fit_prior, "samples", "samples decoded for the check")
   flags.seed(p, "which states, the fit's start and the samples", fit_prior)
+  flags.no_verify(p)
 
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  generator = load_generator(args.generator)
-  fitted, record = fit_prior(generator, open_dataset(args.dataset, verify=False), args.states, args.samples, args.seed)
+  generator = load_generator(args.generator, verify=not args.no_verify)
+  fitted, record = fit_prior(
+    generator, open_dataset(args.dataset, verify=not args.no_verify), args.states, args.samples, args.seed
+  )
   scores = ", ".join(f"{k}: {v:.1f}" for k, v in record["held_out_log_density"].items())
   print(f"fitted {record['components']} components to {record['states']} states (held-out log density {scores})")
   print(f"{'':14s} {'objects/frame':>13s} {'2-6 px':>7s} {'7-30 px':>8s} {'spread':>8s}")

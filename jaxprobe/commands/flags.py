@@ -1,7 +1,9 @@
 """Flags that several subcommands share, each defined once; defaults read from the functions they feed.
 
 A flag that sets an argument of an API function takes its default from that function's
-signature (`from_signature`), so a default is written once, in the function.
+signature (`from_signature`), so a default is written once, in the function. Numeric flags are
+typed by a `config.Range` (a count is >= 1 unless the flag says otherwise), so argparse refuses
+a value out of range before any work starts.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import inspect
 from typing import Any, Callable
+
+from jaxprobe.config import FINITE, POSITIVE_INT, PROBABILITY, SEED
 
 AGENT_HELP = "agent checkpoint: a jaxprobe agent directory or a CleanRL .cleanrl_model file"
 
@@ -42,23 +46,23 @@ def from_signature(p: argparse.ArgumentParser, flag: str, fn: Callable, name: st
   """A flag for parameter `name` of `fn`, typed and defaulted as that parameter."""
   default = default_of(fn, name)
   if isinstance(default, (int, float)) and not isinstance(default, bool):
-    kwargs.setdefault("type", type(default))
+    kwargs.setdefault("type", POSITIVE_INT if isinstance(default, int) else FINITE)
   p.add_argument(flag, default=default, help=f"{help} (default: {default})", **kwargs)
 
 
 def seed(p: argparse.ArgumentParser, help: str, fn: Callable) -> None:
   """--seed, defaulted as `fn`'s `seed`."""
-  from_signature(p, "--seed", fn, "seed", help)
+  from_signature(p, "--seed", fn, "seed", help, type=SEED)
 
 
 def epsilon(p: argparse.ArgumentParser, fn: Callable, help: str = "probability of a random action") -> None:
   """--epsilon: the probability of a random action while playing, defaulted as `fn`'s `epsilon`."""
-  from_signature(p, "--epsilon", fn, "epsilon", help, type=float)
+  from_signature(p, "--epsilon", fn, "epsilon", help, type=PROBABILITY)
 
 
 def episodes(p: argparse.ArgumentParser, help: str = "number of games") -> None:
   """--episodes: whole games to play."""
-  p.add_argument("--episodes", type=int, default=10, help=f"{help} (default: 10)")
+  p.add_argument("--episodes", type=POSITIVE_INT, default=10, help=f"{help} (default: 10)")
 
 
 def out(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
@@ -79,6 +83,15 @@ def resume(p: argparse.ArgumentParser, help: str = "continue the run in --out") 
 def overrides(p: argparse.ArgumentParser, example: str) -> None:
   """FIELD=VALUE ...: config overrides after the flags."""
   p.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help=f"config overrides, e.g. {example}")
+
+
+def no_verify(p: argparse.ArgumentParser) -> None:
+  """--no-verify: skip the checksums of checkpoints and datasets read (shapes and finite values are still checked)."""
+  p.add_argument(
+    "--no-verify",
+    action="store_true",
+    help="skip the checksum check of the checkpoints and datasets read (faster on large datasets)",
+  )
 
 
 def quiet(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:

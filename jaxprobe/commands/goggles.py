@@ -14,6 +14,7 @@ from jaxprobe.generator.reconstruction import goggles
 from jaxprobe.generator.spec import load_generator
 
 NAME = "goggles"
+WRITES = ("json",)
 HELP = "score the agent when it sees only the generator's reconstructions"
 DESCRIPTION = (
   "Play whole games twice on the same seeds: the agent on its own view, then on the grayscale of "
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.epsilon(p, goggles)
   flags.seed(p, "seed of the games", goggles)
   flags.json_out(p, "both score summaries")
+  flags.no_verify(p)
   flags.quiet(p)
 
 
@@ -38,8 +40,8 @@ def run(args: argparse.Namespace) -> None:
   if args.json:
     check_out_file(args.json, "--json")
   result = goggles(
-    load_agent(args.agent),
-    load_generator(args.generator),
+    load_agent(args.agent, verify=not args.no_verify),
+    load_generator(args.generator, verify=not args.no_verify),
     args.episodes,
     env_id=args.env,
     epsilon=args.epsilon,

@@ -33,6 +33,7 @@ from jaxprobe.search.spaces import ProbeConfig, ProbeResult, check_inputs, probe
 from jaxprobe.search.targets import get_target
 
 NAME = "probe"
+WRITES = ("out",)  # held for the whole command (cli.main)
 HELP = "search the generator's latent space (or pixels) for states of interest"
 DESCRIPTION = (
   "Minimise target(agent(G(z))) + alpha * -log p(u) (the generator's latent prior) for --num latents at "
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   add_flags(p, ProbeConfig)
   p.add_argument("--dataset", help="states of the agent's game, for --init data or data-nearest")
   flags.out(p, "output directory")
+  flags.no_verify(p)
   flags.quiet(p)
 
 
@@ -190,9 +192,9 @@ def summary_table(results: Sequence[ProbeResult]) -> str:
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
   config = from_flags(ProbeConfig, args)
-  agent = load_agent(args.agent)
-  generator = load_generator(args.generator) if args.generator else None
-  dataset = open_dataset(args.dataset, verify=False) if args.dataset else None
+  agent = load_agent(args.agent, verify=not args.no_verify)
+  generator = load_generator(args.generator, verify=not args.no_verify) if args.generator else None
+  dataset = open_dataset(args.dataset, verify=not args.no_verify) if args.dataset else None
   check_inputs(agent, generator, config, dataset)  # before the output folder exists: a refused run leaves none
   for name in args.target or ["T-"]:
     get_target(name, agent.spec.kind, agent.spec.num_actions, config.tau)

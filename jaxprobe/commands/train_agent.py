@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jax
+import numpy as np
 
 from jaxprobe.agents import dqn, ppo
 from jaxprobe.agents.agent import Agent
@@ -26,6 +27,7 @@ from jaxprobe.files import plain
 from jaxprobe.runs import RunDir, drive, plot_curve
 
 NAME = "train-agent"
+WRITES = ("out",)  # held for the whole command (cli.main)
 HELP = "train a DQN or PPO agent on an envpool Atari game"
 DESCRIPTION = (
   "Train an agent from a YAML config (its 'algorithm' field is dqn or ppo). The run directory gets "
@@ -69,6 +71,13 @@ def train_agent(algorithm: str, config: Any, out: str | Path, resume: bool = Fal
     state = run.resume(state)
 
   def save(state, step, wall):
+    # Checked here rather than per update: one pass over the params per checkpoint costs nothing.
+    if not all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(jax.device_get(state.params))):
+      last = run.latest_step()
+      kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was saved yet"
+      raise UserError(
+        f"the parameters became non-finite before step {step}; {kept} in {run.path}; lower lr or max_grad_norm"
+      )
     run.save(step, state, dict(step=step, wall_time=wall))
     plot_curve(
       run.curve_file,

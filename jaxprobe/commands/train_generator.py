@@ -42,6 +42,7 @@ from jaxprobe.report.images import grid
 from jaxprobe.runs import RunDir, drive, plot_curve
 
 NAME = "train-generator"
+WRITES = ("out",)  # held for the whole command (cli.main)
 HELP = "train the state generator on an agent's dataset"
 DESCRIPTION = (
   "Train the VAE-like generator with the saliency-weighted reconstruction, agent-perception and KL "
@@ -60,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.agent(p, help="the agent the dataset was collected with")
   flags.out(p, "run directory")
   flags.resume(p)
+  flags.no_verify(p)
   flags.quiet(p)
   flags.overrides(p, "ablation=vae")
 
@@ -169,8 +171,8 @@ def train_generator(
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
   config = load_config(GeneratorConfig, args.config, args.overrides)
-  agent = load_agent(args.agent)
-  dataset = open_dataset(args.dataset)
+  agent = load_agent(args.agent, verify=not args.no_verify)
+  dataset = open_dataset(args.dataset, verify=not args.no_verify)
   train_generator(config, dataset, agent, args.out, resume=args.resume, progress=not args.quiet)
   print(
     f"trained the {config.ablation} generator: {args.out}/generator, curves in {args.out}/curve.png, "

@@ -91,6 +91,11 @@ class GeneratorBundle:
 def check_same_agent(agent: Agent, dataset: Dataset | None = None, generator: GeneratorBundle | None = None) -> None:
   """A UserError unless `dataset` was collected and `generator` trained for `agent` (same params)."""
   ours = fingerprint(agent.params)
+  if dataset is not None and dataset.manifest["env_id"] != agent.spec.env_id:
+    raise UserError(
+      f"dataset {dataset.path} holds {dataset.manifest['env_id']} states, the agent plays {agent.spec.env_id}; "
+      "use a dataset collected with this agent"
+    )
   if dataset is not None and dataset.agent_fingerprint != ours:
     raise UserError(
       f"dataset {dataset.path} was collected by another agent (fingerprint "
@@ -131,8 +136,10 @@ def save_generator(path: str | Path, bundle: GeneratorBundle) -> Path:
   return save_bundle(path, stored, SPEC_FILE, spec, "a generator checkpoint")
 
 
-def load_generator(path: str | Path, expect: GeneratorSpec | None = None) -> GeneratorBundle:
-  """Loads a generator; with `expect`, refuses one whose latent size or image size differ."""
+def load_generator(path: str | Path, expect: GeneratorSpec | None = None, verify: bool = True) -> GeneratorBundle:
+  """Loads a generator, its parameters checked against their saved checksum (unless `verify` is False),
+  for finite values and against the network its spec describes; with `expect`, refuses one whose
+  latent size or image size differ."""
   meta = read_spec(path, SPEC_FILE, "generator checkpoint", FORMAT_VERSION)
   try:
     spec = GeneratorSpec(
@@ -159,14 +166,20 @@ def load_generator(path: str | Path, expect: GeneratorSpec | None = None) -> Gen
           f"generator checkpoint {path} has {field} {getattr(spec, field)}, the config says "
           f"{getattr(expect, field)}; use a matching config or another checkpoint"
         )
-  variables = dict(read_tree(path, "generator checkpoint"))
+  variables = dict(read_tree(path, "generator checkpoint", meta.get("params_sha256"), verify))
   prior = variables.pop("prior", None)
-  want = jax.eval_shape(spec.init, jax.random.key(0))
-  got_shapes = jax.tree_util.tree_map(np.shape, variables)
-  if jax.tree_util.tree_map(lambda a: tuple(a.shape), want) != got_shapes:
-    raise UserError(
-      f"generator checkpoint {path}: its parameters do not fit the network its {SPEC_FILE} describes; save it again"
-    )
+  want = dict(jax.tree_util.tree_flatten_with_path(jax.eval_shape(spec.init, jax.random.key(0)))[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(variables)[0])
+  for key in sorted(set(want) | set(got), key=jax.tree_util.keystr):
+    if key not in want or key not in got or tuple(want[key].shape) != np.shape(got[key]):
+      name = jax.tree_util.keystr(key)
+      found = f"has shape {np.shape(got[key])}" if key in got else "lacks it"
+      expected = f"expects {tuple(want[key].shape)}" if key in want else "has no such parameter"
+      raise UserError(
+        f"generator checkpoint {path}: parameter {name}: the checkpoint {found}, the network its {SPEC_FILE} "
+        f"describes (latent_dim {spec.latent_dim}, widths {list(spec.widths)}) {expected}; fix {SPEC_FILE} "
+        "or save the generator again"
+      )
   if prior is not None:
     prior = GaussianMixture(**{k: np.asarray(prior[k], np.float32) for k in GaussianMixture._fields})
     if prior.means.shape[-1] != spec.latent_dim:

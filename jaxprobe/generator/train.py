@@ -22,6 +22,7 @@ from jaxprobe.agents.agent import Agent, fingerprint
 from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.collection.loader import batches
+from jaxprobe.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED, Config, Range, setting
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses, prior
 from jaxprobe.generator.autoencoder import Generator
@@ -32,25 +33,26 @@ ABLATIONS = ("full", "vae", "saliency", "perception")
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(Config):
   """The generator's loss weights, network and schedule (docs/generator.md, sections 'Loss' and 'Training')."""
 
   ablation: Literal["full", "vae", "saliency", "perception"] = "full"
-  beta: float = 4.0  # saliency weight in L_p (used by full and saliency)
-  eta: float = 1e3  # agent-perception weight (used by full and perception)
-  object_share: float = 0.0  # share of each state's L_p on its object pixels (0: off, the paper's loss)
-  lam: float = 1e-4  # KL weight
-  latent_dim: int = 100
-  widths: tuple[int, ...] = (32, 64, 128, 256)
+  beta: float = setting(4.0, NONNEGATIVE)  # saliency weight in L_p (used by full and saliency)
+  eta: float = setting(1e3, NONNEGATIVE)  # agent-perception weight (used by full and perception)
+  # share of each state's L_p on its object pixels (0: off, the paper's loss)
+  object_share: float = setting(0.0, Range(float, lo=0, hi=1, hi_open=True))
+  lam: float = setting(1e-4, NONNEGATIVE)  # KL weight
+  latent_dim: int = setting(100, POSITIVE_INT)
+  widths: tuple[int, ...] = setting((32, 64, 128, 256), POSITIVE_INT)
   upsample: Literal["transpose", "subpixel"] = "transpose"
   conv_impl: Literal["auto", "fast", "hybrid", "xla"] = "auto"
-  lr: float = 1e-3
-  batch_size: int = 16
-  total_steps: int = 20_000
-  seed: int = 0
-  checkpoint_every: int = 1_000
-  log_every: int = 100
-  image_every: int = 1_000
+  lr: float = setting(1e-3, POSITIVE)
+  batch_size: int = setting(16, POSITIVE_INT)
+  total_steps: int = setting(20_000, POSITIVE_INT)
+  seed: int = setting(0, SEED)
+  checkpoint_every: int = setting(1_000, POSITIVE_INT)
+  log_every: int = setting(100, POSITIVE_INT)
+  image_every: int = setting(1_000, POSITIVE_INT)
   fit_prior: bool = True  # at the end, fit the latent prior the search uses (`jaxprobe fit-prior`)
 
   def loss_weights(self) -> tuple[float, float]:
@@ -169,11 +171,14 @@ def fit_latent_prior(
 
 
 def check_inputs(config: GeneratorConfig, dataset: Dataset, agent: Agent, mesh: jax.sharding.Mesh) -> None:
-  """A UserError if `dataset` is another agent's, `object_share` is not a share, or the batch does not
-  split over the mesh."""
+  """A UserError if `dataset` is another agent's, or the batch is larger than it or does not split over
+  the mesh."""
   check_same_agent(agent, dataset=dataset)
-  if not 0.0 <= config.object_share < 1.0:
-    raise UserError(f"object_share must be in [0, 1), got {config.object_share}")
+  if config.batch_size > len(dataset):
+    raise UserError(
+      f"config field 'batch_size' ({config.batch_size}) is larger than the dataset ({len(dataset)} states); "
+      "use a smaller batch or collect more states"
+    )
   if config.batch_size % mesh.size:
     raise UserError(f"batch_size {config.batch_size} must be a multiple of the {mesh.size} devices")
 

@@ -44,6 +44,18 @@ def load_run(path: str | Path) -> dict:
   except (OSError, json.JSONDecodeError) as e:
     raise UserError(f"{path}/probe.json is unreadable ({type(e).__name__}); run the probe again") from None
   meta["path"] = path
+  for target in meta.get("targets", []):  # every file the report reads, checked before any work
+    folder = path / target["folder"]
+    for name in ("run.json", "gray.npy", "colour.npy"):
+      try:
+        json.loads((folder / name).read_text()) if name.endswith(".json") else np.load(folder / name, mmap_mode="r")
+      except FileNotFoundError:
+        raise UserError(f"probe run {path} lacks {target['folder']}/{name}; run the probe again") from None
+      except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError; so is numpy's truncated file
+        raise UserError(
+          f"probe run {path}: {target['folder']}/{name} is truncated or damaged ({type(e).__name__}); "
+          "run the probe again"
+        ) from None
   return meta
 
 

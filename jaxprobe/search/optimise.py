@@ -26,23 +26,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprobe.config import option
+from jaxprobe.config import COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, Config, option, setting
 from jaxprobe.errors import UserError
 from jaxprobe.parallel import resolve_loop
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimiseConfig:
+class OptimiseConfig(Config):
   """Adam over every row of a batch: how long, how fast, how the steps are driven, when a row stops."""
 
-  steps: int = option(200, "Adam steps")
-  lr: float = option(0.05, "Adam learning rate")
-  chunk: int = option(0, "states per compiled program (0: 4096 on accelerators, 1024 on CPU)")
+  steps: int = option(200, "Adam steps", valid=POSITIVE_INT)
+  lr: float = option(0.05, "Adam learning rate", valid=POSITIVE)
+  chunk: int = option(0, "states per compiled program (0: 4096 on accelerators, 1024 on CPU)", valid=COUNT)
   loop: Literal["auto", "python", "scan"] = option(
     "auto", "drive the steps from Python or fuse them in one lax.scan (auto: per backend)"
   )
-  patience: int = option(0, "stop a state after N steps without improvement (0: off)")
-  min_improvement: float = 1e-4  # relative improvement that resets `patience`
+  patience: int = option(0, "stop a state after N steps without improvement (0: off)", valid=COUNT)
+  min_improvement: float = setting(1e-4, NONNEGATIVE)  # relative improvement that resets `patience`
 
 
 class RowState(NamedTuple):
@@ -76,8 +76,6 @@ def resolve_chunk(chunk: int) -> int:
   On CPU a 4096-row step of the paper's generator aborted XLA:CPU (std::bad_alloc, 12.7 GB
   resident on a 24 GB machine), while 1024 rows run as fast per row as 256 (benchmarks/README.md).
   """
-  if chunk < 0:
-    raise UserError(f"--chunk must be positive (or 0 for the default), got {chunk}")
   return chunk or (1024 if jax.default_backend() == "cpu" else 4096)
 
 
@@ -138,8 +136,6 @@ def optimise(
   each program is compiled ahead of time, so `Result.compile_s` is timed apart from the
   search. `on_chunk(rows)` is called after each chunk (a progress bar).
   """
-  if config.steps <= 0:
-    raise UserError(f"--steps must be positive, got {config.steps}")
   optimizer = optax.adam(config.lr)
   step = make_step(energy_fn, config, optimizer)
   chunk = resolve_chunk(config.chunk)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from jaxprobe import saliency
 from jaxprobe.agents.agent import Agent, greedy_actions
 from jaxprobe.collection.dataset import Dataset
-from jaxprobe.config import option
+from jaxprobe.config import COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED, option, setting
 from jaxprobe.errors import UserError
 from jaxprobe.generator import prior
 from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
@@ -49,23 +49,24 @@ class ProbeConfig(OptimiseConfig):
     "latent starts: samples of the generator's latent prior, encodings of random states of --dataset, or of "
     "its states nearest the target (lowest target energy)",
   )
-  num: int = option(256, "states per target")
+  num: int = option(256, "states per target", valid=POSITIVE_INT)
   prior: Literal["fitted", "normal"] = option(
     "fitted",
     "the latent prior p(u) the search starts from and is held to: the generator's fitted mixture "
     "(`jaxprobe fit-prior`), or N(0, I), the paper's",
   )
-  alpha: float = option(0.01, "weight of the latent prior term -log p(u) (0.5||u||^2 for N(0, I))")
+  alpha: float = option(0.01, "weight of the latent prior term -log p(u) (0.5||u||^2 for N(0, I))", valid=NONNEGATIVE)
   diversity: float = option(
     1.0,
     "weight of the repulsion between the rows of a batch in latent space, which keeps a target's states "
     "apart (0: independent searches, as the paper's)",
+    valid=NONNEGATIVE,
   )
-  tau: float = option(1.0, "temperature of the targets' soft max/min")
-  seed: int = option(0, "seed of the starting points")
-  tv_weight: float = 0.3  # pixel space: total variation (per pixel, in [0, 1] units)
-  blur_sigma: float = 0.5  # pixel space: the agent sees the image blurred by this
-  jitter: int = 3  # pixel space: random shifts up to this many pixels each step
+  tau: float = option(1.0, "temperature of the targets' soft max/min", valid=POSITIVE)
+  seed: int = option(0, "seed of the starting points", valid=SEED)
+  tv_weight: float = setting(0.3, NONNEGATIVE)  # pixel space: total variation (per pixel, in [0, 1] units)
+  blur_sigma: float = setting(0.5, NONNEGATIVE)  # pixel space: the agent sees the image blurred by this
+  jitter: int = setting(3, COUNT)  # pixel space: random shifts up to this many pixels each step
 
 
 class ProbeResult(NamedTuple):
@@ -150,20 +151,8 @@ def make_energy(agent: Agent, target: Target, config: ProbeConfig, generator: Ge
 def check_inputs(
   agent: Agent, generator: GeneratorBundle | None, config: ProbeConfig, dataset: Dataset | None = None
 ) -> None:
-  """A UserError for a search that cannot run: no states, no steps, a generator that does not fit, or
-  starts from data without a dataset of the agent's game."""
-  if config.num <= 0:
-    raise UserError(f"--num must be positive, got {config.num}")
-  if config.steps <= 0:
-    raise UserError(f"--steps must be positive, got {config.steps}")
-  for name in ("alpha", "diversity"):
-    value = getattr(config, name)
-    if not np.isfinite(value) or value < 0:
-      raise UserError(f"--{name} must be a finite number >= 0, got {value}")
-  if not np.isfinite(config.lr) or config.lr <= 0:
-    raise UserError(f"--lr must be a finite number > 0, got {config.lr}")
-  if config.patience < 0:
-    raise UserError(f"--patience must be >= 0 (0: no early stop), got {config.patience}")
+  """A UserError for a search that cannot run: a generator that does not fit, or starts from data
+  without a dataset of the agent's game. (The config's ranges are checked when it is built.)"""
   if config.space == "latent":
     if generator is None:
       raise UserError("latent-space search needs --generator (or use --space pixel)")

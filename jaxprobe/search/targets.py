@@ -135,8 +135,34 @@ def get_target(name: str, kind: str, num_actions: int, tau: float = 1.0) -> Targ
         )
       return Target(name, lambda out: sign * action_preference(values(out), action, tau), reads)
   if ":" in name and not name.startswith(("action", "not-action")):
-    return Target(name, _import_energy(name), "user function of all outputs")
+    return Target(
+      name, checked_user_energy(name, _import_energy(name), kind, num_actions), "user function of all outputs"
+    )
   raise UserError(f"unknown target '{name}'; known: {', '.join(KNOWN)}")
+
+
+def checked_user_energy(name: str, fn: Callable, kind: str, num_actions: int) -> Callable[[dict], jnp.ndarray]:
+  """`fn`, once it has returned a finite scalar for each of 4 made-up states' outputs (standard normal
+  values in the agent's output shapes), before any search compiles; else a UserError saying what it did."""
+  keys = jax.random.split(jax.random.key(0), 2)
+  if kind == "actor_critic":
+    outputs = dict(logits=jax.random.normal(keys[0], (4, num_actions)), value=jax.random.normal(keys[1], (4,)))
+  else:
+    outputs = dict(q=jax.random.normal(keys[0], (4, num_actions)))
+  try:
+    values = jax.vmap(fn)(outputs)
+  except Exception as e:  # the user's code: anything it raises is reported, not a jaxprobe bug
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    raise UserError(
+      f"target '{name}': your function raised {type(e).__name__}: {first} (called with one state's outputs "
+      f"{{{', '.join(f'{k!r}: array{v.shape[1:]}' for k, v in outputs.items())}}})"
+    ) from None
+  if not hasattr(values, "shape") or values.shape != (4,):
+    got = f"shape {values.shape[1:]}" if hasattr(values, "shape") else type(values).__name__
+    raise UserError(f"target '{name}': your function must return one number per state (a scalar), got {got}")
+  if not jnp.isfinite(values).all():
+    raise UserError(f"target '{name}': your function returned a non-finite value for ordinary outputs")
+  return fn
 
 
 def _import_energy(path: str) -> Callable[[dict], jnp.ndarray]:
