@@ -11,7 +11,8 @@ with the default search settings; reads the oxygen gauge from the found states' 
 action targets, the share of found states with low oxygen against the share among the dataset's
 real states. Rollouts of the agent (--rollouts games, RAM) give the share of lives lost with low
 oxygen. The paper's finding holds here if the action targets' overall share is at least twice the
-real states'.
+real states'. On a 2-core CPU the search runs about 45 row-steps per second, so 19 targets x 64
+states x 200 steps take about 1.5 h: run it in the background, or on a GPU.
 """
 
 from __future__ import annotations
