@@ -159,10 +159,8 @@ def sole_writer(path: str | Path) -> Iterator[Path]:
 
 def remove_new_leftovers(path: str | Path, existed: bool) -> None:
   """After a failed command: removes `path` if the command created it (`existed` is False) and it holds
-  no file (only empty folders), and the temporary siblings (`.NAME.tmp-PID`) this process left."""
+  no file, only empty folders. (`write_atomic` removes its own temporary file.)"""
   path = Path(path)
-  for tmp in path.parent.glob(f".{path.name}.tmp-{os.getpid()}"):
-    tmp.unlink(missing_ok=True)
   if not existed and path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
     shutil.rmtree(path, ignore_errors=True)
 

@@ -60,6 +60,10 @@ def stop(process: subprocess.Popen, signum: int) -> tuple[int, str]:
   return process.returncode, err
 
 
+def collect_args(agent: Path, out: Path, frames: int = 1024) -> list[str]:
+  return ["collect", "--agent", str(agent), "--frames", str(frames), "--num-envs", "2", "--out", str(out)]
+
+
 def latest_checkpoint(run: Path) -> int | None:
   steps = [int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit()]
   return max(steps, default=None)
@@ -87,17 +91,7 @@ def lock_dir(tmp_path, monkeypatch):
 
 
 def test_collect_interrupted_mid_run_resumes_to_a_valid_dataset(tmp_path, pong_q_agent_path, lock_dir):
-  args = [
-    "collect",
-    "--agent",
-    str(pong_q_agent_path),
-    "--frames",
-    "1024",
-    "--num-envs",
-    "2",
-    "--out",
-    str(tmp_path / "d"),
-  ]
+  args = collect_args(pong_q_agent_path, tmp_path / "d")
   process = start(args, lock_dir)
   progress = tmp_path / "d.partial" / "progress.json"
   wait_for(lambda: progress.exists() and '"count": 0' not in progress.read_text(), process)
@@ -150,7 +144,7 @@ def test_probe_interrupted_leaves_no_folder(tmp_path, pong_q_agent, pong_q_agent
 def long_command(name: str, tmp: Path, agent: Path, data: Path, generator: Path) -> list[str]:
   """A run of command `name` long enough to be stopped at any moment."""
   if name == "collect":
-    return ["collect", "--agent", str(agent), "--num-envs", "2", "--frames", "2048", "--out", str(tmp / "d")]
+    return collect_args(agent, tmp / "d", frames=2048)
   if name == "train-agent":
     (tmp / "ppo.yaml").write_text(TINY_PPO + "checkpoint_every: 64\n")
     return ["train-agent", "--config", str(tmp / "ppo.yaml"), "--out", str(tmp / "a"), "total_steps=100000"]
@@ -190,17 +184,7 @@ def test_every_long_command_stopped_at_any_moment_goes_on(
 
 
 def test_a_second_writer_is_refused_and_a_killed_holder_blocks_nothing(tmp_path, pong_q_agent_path, lock_dir, capsys):
-  args = [
-    "collect",
-    "--agent",
-    str(pong_q_agent_path),
-    "--frames",
-    "1024",
-    "--num-envs",
-    "2",
-    "--out",
-    str(tmp_path / "d"),
-  ]
+  args = collect_args(pong_q_agent_path, tmp_path / "d")
   first = start(args, lock_dir)
   wait_for(lambda: (tmp_path / "d.partial").exists(), first)
   for second in (args, [*args, "--resume"]):

@@ -21,7 +21,7 @@ from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
-from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, check_same_agent
+from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, check_same_agent, check_same_game
 
 
 def reconstruct_fn(generator: GeneratorBundle):
@@ -107,12 +107,8 @@ def fidelity(
   check_same_agent(agent, generator=generator)
   if num <= 0:
     raise UserError(f"--states must be positive, got {num}")
-  game = dataset.manifest["agent"]["env_id"]
-  if game != agent.spec.env_id:
-    raise UserError(
-      f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
-      "use a dataset of the agent's game"
-    )
+  check_same_game(agent, dataset)
+  game = agent.spec.env_id
   if tuple(dataset["colour"].shape[1:]) != tuple(generator.spec.image_shape):
     raise UserError(
       f"dataset {dataset.path} holds states of shape {tuple(dataset['colour'].shape[1:])}, the generator "

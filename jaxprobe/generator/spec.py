@@ -88,14 +88,21 @@ class GeneratorBundle:
     return self.spec.network(conv_impl).apply(variables, jnp.asarray(colour, jnp.float32) / 255.0, train=False)
 
 
+def check_same_game(agent: Agent, dataset: Dataset) -> None:
+  """A UserError unless `dataset` holds states of the game `agent` plays."""
+  game = dataset.manifest["agent"]["env_id"]
+  if game != agent.spec.env_id:
+    raise UserError(
+      f"dataset {dataset.path} holds {game} states, the agent plays {agent.spec.env_id}; "
+      "use a dataset of the agent's game"
+    )
+
+
 def check_same_agent(agent: Agent, dataset: Dataset | None = None, generator: GeneratorBundle | None = None) -> None:
   """A UserError unless `dataset` was collected and `generator` trained for `agent` (same params)."""
   ours = fingerprint(agent.params)
-  if dataset is not None and dataset.manifest["env_id"] != agent.spec.env_id:
-    raise UserError(
-      f"dataset {dataset.path} holds {dataset.manifest['env_id']} states, the agent plays {agent.spec.env_id}; "
-      "use a dataset collected with this agent"
-    )
+  if dataset is not None:
+    check_same_game(agent, dataset)
   if dataset is not None and dataset.agent_fingerprint != ours:
     raise UserError(
       f"dataset {dataset.path} was collected by another agent (fingerprint "

@@ -30,7 +30,7 @@ from jaxprobe.collection.dataset import Dataset
 from jaxprobe.config import COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED, option, setting
 from jaxprobe.errors import UserError
 from jaxprobe.generator import prior
-from jaxprobe.generator.spec import GeneratorBundle, check_same_agent
+from jaxprobe.generator.spec import GeneratorBundle, check_same_agent, check_same_game
 from jaxprobe.generator.train import encoder_means
 from jaxprobe.parallel import batch_mesh, batch_sharding
 from jaxprobe.search.diversity import repulsion
@@ -163,11 +163,7 @@ def check_inputs(
       raise UserError(f"--init {config.init} starts latent searches; pixel space starts from noise")
     if dataset is None:
       raise UserError(f"--init {config.init} needs --dataset: states of the agent's game to start from")
-    if dataset.manifest["agent"]["env_id"] != agent.spec.env_id:
-      raise UserError(
-        f"dataset {dataset.path} holds {dataset.manifest['agent']['env_id']} states, the agent plays "
-        f"{agent.spec.env_id}; use a dataset of the agent's game"
-      )
+    check_same_game(agent, dataset)
 
 
 def start_rows(agent: Agent, target: Target, config: ProbeConfig, dataset: Dataset) -> np.ndarray:
