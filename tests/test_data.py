@@ -175,3 +175,12 @@ def test_collect_bad_arguments(tmp_path, capsys, pong_q_agent_path):
     assert message in err and err.strip().count("\n") == 0, err
   assert (existing / "keep").read_text() == "x" and not (tmp_path / "b").exists()
   assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # no half-made collection left
+
+
+def test_dataset_summary_says_how_far_apart_the_best_two_q_values_are(greedy_dataset):
+  q = np.asarray(greedy_dataset["q"], np.float64)
+  margins = [sorted(row)[-1] - sorted(row)[-2] for row in q]
+  info = ds.summary(greedy_dataset)["q_values"]
+  assert info["margin_best_two"]["p50"] == pytest.approx(np.median(margins), rel=1e-5)
+  assert info["mean"] == pytest.approx(q.mean(), rel=1e-5)
+  assert info["spread_over_actions"] == pytest.approx(np.mean([np.std(row) for row in q]), rel=1e-5)

@@ -149,7 +149,9 @@ def open_dataset(path: str | Path, verify: bool = True) -> Dataset:
 
 
 def summary(dataset: Dataset) -> dict:
-  """Counts, action histogram and the raw scores of the games that ended inside the dataset."""
+  """Counts, action histogram and the raw scores of the games that ended inside the dataset; for a Q
+  agent, how decisive its Q-values are: their mean, their spread over the actions (mean over states of
+  the standard deviation across actions) and the margin between its best two actions per state."""
   actions = np.asarray(dataset["actions"])
   episodes, rewards, dones = (np.asarray(dataset[k]) for k in ("episodes", "rewards", "dones"))
   finished = np.unique(episodes[dones])
@@ -167,4 +169,15 @@ def summary(dataset: Dataset) -> dict:
     games_finished=len(returns),
     game_scores=returns,
     mean_game_score=float(np.mean(returns)) if returns else None,
+  ) | (dict(q_values=q_summary(np.asarray(dataset["q"], np.float32))) if "q" in dataset.arrays else {})
+
+
+def q_summary(q: np.ndarray) -> dict:
+  """Of Q-values `(N, A)`: mean, mean spread over actions, and percentiles of the best-minus-second margin."""
+  top = np.sort(q, axis=1)
+  margin = top[:, -1] - top[:, -2]
+  return dict(
+    mean=float(q.mean()),
+    spread_over_actions=float(q.std(axis=1).mean()),
+    margin_best_two={f"p{p}": float(np.percentile(margin, p)) for p in (10, 50, 90)},
   )
