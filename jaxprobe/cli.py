@@ -2,9 +2,10 @@
 
 User errors (`UserError`, and argparse's usage errors) print one line and exit with code 2;
 SIGINT and SIGTERM print one line and exit with 130 and 143, keeping the last complete
-checkpoint. Each path a command writes (its module's `WRITES`, names of its arguments) is held
-for the whole command (`files.sole_writer`), and a folder the command created but left without
-a file is removed when it fails. Anything else is a bug and keeps its traceback.
+checkpoint (`jaxprobe.stops`: at a loop's safe point, or at once outside the loops). Each path
+a command writes (its module's `WRITES`, names of its arguments) is held for the whole command
+(`files.sole_writer`), and a folder the command created but left without a file is removed when
+it fails. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from jaxprobe.errors import Interrupted, UserError
-from jaxprobe.files import remove_new_leftovers, sole_writer
+from jaxprobe import stops
+from jaxprobe.errors import UserError
+
+# Nothing heavier than the standard library is imported above: `entry` installs the stop
+# handlers before numpy, jax and the commands are imported.
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,20 +64,41 @@ def build_parser() -> argparse.ArgumentParser:
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
-def raise_interrupted(signum: int, frame: object) -> None:
-  """Signal handler: stops the command where it is, as Ctrl-C does."""
-  raise Interrupted(signum)
+def interrupted_line(who: str, signum: int, kept: str = "") -> str:
+  """The one line a stopped command prints."""
+  return f"{who}: interrupted ({signal.Signals(signum).name}); {kept or 'what was saved before is kept'}"
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Parses `argv` (default: sys.argv) and runs the subcommand; returns the exit code."""
+def end_process(who: str, leftovers: dict[Path, bool], signum: int) -> NoReturn:
+  """Ends the process at once on a stop outside the loops (see `jaxprobe.stops`): removes the
+  folders the command created and left empty, prints one line, and exits with 128 + signum
+  without the interpreter's teardown (native threads still running can crash it)."""
+  if leftovers:
+    from jaxprobe.files import remove_new_leftovers
+
+    for path, existed in leftovers.items():
+      remove_new_leftovers(path, existed)
+  print(interrupted_line(who, signum), file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(128 + signum)
+
+
+def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
+  """Parses `argv` (default: sys.argv) and runs the subcommand; returns the exit code.
+
+  A stop outside the loops raises `Interrupted` here, or, with `exit_at_once` (the executable),
+  ends the process at once with the same line and exit code."""
   try:
     args = build_parser().parse_args(argv)
   except SystemExit as e:  # --help (0) or a usage error (2), already printed
     return int(e.code or 0)
+  from jaxprobe.files import remove_new_leftovers, sole_writer
+
+  who = f"jaxprobe {args.command}"
   written = [Path(p) for name in args.writes if (p := getattr(args, name, None))]
   existed = {p: p.exists() for p in written}
-  previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+  previous = stops.install(functools.partial(end_process, who, existed) if exit_at_once else None)
   done = False
   try:
     with contextlib.ExitStack() as held:
@@ -81,25 +107,23 @@ def main(argv: list[str] | None = None) -> int:
       args.run(args)
     done = True
   except UserError as e:
-    print(f"jaxprobe {args.command}: error: {e}", file=sys.stderr)
+    print(f"{who}: error: {e}", file=sys.stderr)
     return 2
   except OSError as e:
     if e.errno not in WRITE_FAILURES:
       raise
     print(
-      f"jaxprobe {args.command}: error: cannot write {e.filename or 'a file'}: {e.strerror}; what was saved "
+      f"{who}: error: cannot write {e.filename or 'a file'}: {e.strerror}; what was saved "
       "before is kept (free space, or write elsewhere)",
       file=sys.stderr,
     )
     return 2
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
-    kept = getattr(e, "kept", "") or "what was saved before is kept"
-    print(f"jaxprobe {args.command}: interrupted ({signal.Signals(signum).name}); {kept}", file=sys.stderr)
+    print(interrupted_line(who, signum, getattr(e, "kept", "")), file=sys.stderr)
     return 128 + signum
   finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
+    stops.restore(previous)
     if not done:
       for path in written:
         remove_new_leftovers(path, existed[path])
@@ -107,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-  """The `jaxprobe` executable: `main`, then, after an error or an interrupt, an exit that skips the
-  interpreter's teardown (native threads of XLA, orbax or envpool still running there can crash it,
-  or print an asyncio traceback after the one line)."""
-  code = main()
+  """The `jaxprobe` executable: `main` with stops handled from before the first heavy import, then,
+  after an error or an interrupt, an exit that skips the interpreter's teardown (native threads of
+  XLA, orbax or envpool still running there can crash it, or print an asyncio traceback after the
+  one line)."""
+  stops.install(functools.partial(end_process, "jaxprobe", {}))
+  code = main(exit_at_once=True)
   if code != 0:
     sys.stdout.flush()
     sys.stderr.flush()

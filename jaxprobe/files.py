@@ -21,11 +21,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -33,21 +31,23 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from jaxprobe.errors import Interrupted, UserError
+from jaxprobe.errors import UserError
+from jaxprobe.stops import uninterrupted
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
   """Writes `data` to `path` through a temporary sibling renamed into place."""
   path = Path(path)
   tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  try:
-    if isinstance(data, bytes):
-      tmp.write_bytes(data)
-    else:
-      tmp.write_text(data)
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
+  with uninterrupted():  # a stop waits for the rename, so no temporary file is left behind
+    try:
+      if isinstance(data, bytes):
+        tmp.write_bytes(data)
+      else:
+        tmp.write_text(data)
+      os.replace(tmp, path)
+    finally:
+      tmp.unlink(missing_ok=True)
   return path
 
 
@@ -93,26 +93,6 @@ def check_out_file(path: str | Path, flag: str) -> Path:
   if not path.parent.is_dir():
     raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
   return path
-
-
-@contextlib.contextmanager
-def uninterrupted() -> Iterator[None]:
-  """Holds SIGINT and SIGTERM back until the block (a checkpoint write) is done, then raises `Interrupted`,
-  so a stop never lands inside a write."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  pending: list[int] = []
-  previous = {
-    s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
-  }
-  try:
-    yield
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-  if pending:
-    raise Interrupted(pending[0])
 
 
 def lock_file(path: str | Path) -> Path:

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from jaxprobe.config import to_dict
 from jaxprobe.errors import UserError
-from jaxprobe.files import check_dir_path, uninterrupted, write_atomic
+from jaxprobe.files import check_dir_path, write_atomic
+from jaxprobe.stops import check, polled, uninterrupted
 
 # Fields that may differ between a run and its resumption: how long to train, how often to save,
 # and how the same computation is implemented.
@@ -246,36 +247,38 @@ def drive(
   next_hook = [next_at(interval, start) for interval, _ in every]
   last_saved = run.latest_step()
   try:
-    for new_state, new_step, metrics in updates:
-      metrics = {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
-      bad = [k for k in finite if not np.isfinite(metrics[k])]
-      if bad:
-        terms = [k for k in metrics if k not in finite and not np.isfinite(metrics[k])] or bad
-        kept = (
-          f"the last good checkpoint (step {last_saved}) is kept"
-          if last_saved is not None
-          else "no checkpoint was saved yet"
-        )
-        raise UserError(
-          f"the loss became non-finite at step {new_step} (term {terms[0]}); {kept} in {run.path}; "
-          "lower lr or check the dataset"
-        )
-      bar.update(new_step - step)
-      state, step = new_state, new_step
-      steps_per_s = (step - rate_start) / max(time.perf_counter() - rate_t0, 1e-9)
-      bar.set_postfix({k: f"{metrics[k]:.3g}" for k in postfix if k in metrics} | dict(sps=f"{steps_per_s:.0f}"))
-      if step >= next_log:
-        next_log = next_at(log_every, step)
-        run.log(dict(step=step, wall_time=round(wall(), 1), steps_per_s=round(steps_per_s, 1), **metrics))
-      for i, (interval, hook) in enumerate(every):
-        if step >= next_hook[i]:
-          next_hook[i] = next_at(interval, step)
-          hook(state, step)
-      if step >= next_ckpt:
-        next_ckpt = next_at(checkpoint_every, step)
-        with uninterrupted():  # a stop asked for during the write takes effect after it
-          save(state, step, wall())
-          last_saved = step
+    with polled():  # a stop takes effect between two updates, after any checkpoint
+      for new_state, new_step, metrics in updates:
+        metrics = {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}
+        bad = [k for k in finite if not np.isfinite(metrics[k])]
+        if bad:
+          terms = [k for k in metrics if k not in finite and not np.isfinite(metrics[k])] or bad
+          kept = (
+            f"the last good checkpoint (step {last_saved}) is kept"
+            if last_saved is not None
+            else "no checkpoint was saved yet"
+          )
+          raise UserError(
+            f"the loss became non-finite at step {new_step} (term {terms[0]}); {kept} in {run.path}; "
+            "lower lr or check the dataset"
+          )
+        bar.update(new_step - step)
+        state, step = new_state, new_step
+        steps_per_s = (step - rate_start) / max(time.perf_counter() - rate_t0, 1e-9)
+        bar.set_postfix({k: f"{metrics[k]:.3g}" for k in postfix if k in metrics} | dict(sps=f"{steps_per_s:.0f}"))
+        if step >= next_log:
+          next_log = next_at(log_every, step)
+          run.log(dict(step=step, wall_time=round(wall(), 1), steps_per_s=round(steps_per_s, 1), **metrics))
+        for i, (interval, hook) in enumerate(every):
+          if step >= next_hook[i]:
+            next_hook[i] = next_at(interval, step)
+            hook(state, step)
+        if step >= next_ckpt:
+          next_ckpt = next_at(checkpoint_every, step)
+          with uninterrupted():  # a stop asked for during the write takes effect after it
+            save(state, step, wall())
+            last_saved = step
+        check()
   except KeyboardInterrupt as e:  # SIGINT or SIGTERM (`jaxprobe.cli`): the last checkpoint is whole
     e.kept = (
       f"checkpoint {last_saved} in {run.path} is kept: continue with --resume"

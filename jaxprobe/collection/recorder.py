@@ -31,6 +31,7 @@ from jaxprobe.collection import dataset as ds
 from jaxprobe.envs import AGENT_OBS_SHAPE, COLOUR_STACK_SHAPE, FRAME_SIZE, RAM_BYTES
 from jaxprobe.errors import UserError
 from jaxprobe.parallel import map_in_batches
+from jaxprobe.stops import check, polled, uninterrupted
 
 SALIENCY_BATCH = 64  # states per saliency call: one compile, bounded memory
 
@@ -145,8 +146,9 @@ def collect(
       )
     arrays = ds.open_arrays_for_append(partial, list(array_specs(agent, frames)))
   else:
-    arrays = ds.create_arrays(partial, array_specs(agent, frames))
-    ds.write_progress(partial, draft, 0, 0)
+    with uninterrupted():  # a stopped collection leaves a partial one that --resume can finish, or none
+      arrays = ds.create_arrays(partial, array_specs(agent, frames))
+      ds.write_progress(partial, draft, 0, 0)
   policy = jax.jit(functools.partial(act, agent.spec))
   explain = make_explainer(agent, blur_size)
   key = jax.random.key(seed + count)
@@ -161,54 +163,56 @@ def collect(
   bar = tqdm(total=frames, initial=count, unit="state", desc=f"collecting {env_id}", disable=not progress)
   t_start = time.perf_counter()
   try:
-    while count < frames:
-      rows = {k: [] for k in ("colour", "gray", "ram", "actions", "rewards", "dones", "episodes", "steps")}
-      for _ in range(chunk_steps):
+    with polled():  # a stop takes effect between two chunks
+      while count < frames:
+        rows = {k: [] for k in ("colour", "gray", "ram", "actions", "rewards", "dones", "episodes", "steps")}
+        for _ in range(chunk_steps):
+          t = time.perf_counter()
+          key, act_key = jax.random.split(key)
+          actions = np.asarray(policy(agent.params, gray, act_key, epsilon))
+          times["agent"] += time.perf_counter() - t
+          rows["colour"].append(colour_stacks_channel_last(colour))
+          rows["gray"].append(gray)
+          rows["ram"].append(info["ram"])  # the emulator's memory at this state (named objects' ground truth)
+          rows["actions"].append(actions)
+          rows["episodes"].append(episode.copy())
+          rows["steps"].append(step_in_episode.copy())
+          t = time.perf_counter()
+          gray, _, terminated, truncated, info = gray_env.step(actions)
+          colour, *_, colour_info = colour_env.step(actions)
+          times["env"] += time.perf_counter() - t
+          if not np.array_equal(info["ram"], colour_info["ram"]):
+            raise RuntimeError("the grayscale and colour emulators diverged; please report this with the seed")
+          done = terminated | truncated
+          rows["rewards"].append(info["reward"].astype(np.float32))
+          rows["dones"].append(done)
+          # The step after a game over shows the final frame and ignores the action; the next
+          # state is the new game's first, with a new episode id.
+          new_game = was_done
+          episode = np.where(new_game, next_episode + np.cumsum(new_game) - 1, episode).astype(np.int32)
+          next_episode += int(new_game.sum())
+          step_in_episode = np.where(new_game, 0, step_in_episode + 1).astype(np.int32)
+          was_done = done
+        # Env-major rows keep each game's states of a chunk consecutive.
+        chunk = {k: np.stack(v, 1).reshape(num_envs * len(v), *v[0].shape[1:]) for k, v in rows.items()}
+        n = min(len(chunk["actions"]), frames - count)
+        chunk = {k: v[:n] for k, v in chunk.items()}
         t = time.perf_counter()
-        key, act_key = jax.random.split(key)
-        actions = np.asarray(policy(agent.params, gray, act_key, epsilon))
-        times["agent"] += time.perf_counter() - t
-        rows["colour"].append(colour_stacks_channel_last(colour))
-        rows["gray"].append(gray)
-        rows["ram"].append(info["ram"])  # the emulator's memory at this state (named objects' ground truth)
-        rows["actions"].append(actions)
-        rows["episodes"].append(episode.copy())
-        rows["steps"].append(step_in_episode.copy())
+        outputs, chunk["mask"] = map_in_batches(
+          lambda obs: explain(agent.params, obs), chunk["gray"], batch_size=SALIENCY_BATCH
+        )
+        times["saliency"] += time.perf_counter() - t
         t = time.perf_counter()
-        gray, _, terminated, truncated, info = gray_env.step(actions)
-        colour, *_, colour_info = colour_env.step(actions)
-        times["env"] += time.perf_counter() - t
-        if not np.array_equal(info["ram"], colour_info["ram"]):
-          raise RuntimeError("the grayscale and colour emulators diverged; please report this with the seed")
-        done = terminated | truncated
-        rows["rewards"].append(info["reward"].astype(np.float32))
-        rows["dones"].append(done)
-        # The step after a game over shows the final frame and ignores the action; the next
-        # state is the new game's first, with a new episode id.
-        new_game = was_done
-        episode = np.where(new_game, next_episode + np.cumsum(new_game) - 1, episode).astype(np.int32)
-        next_episode += int(new_game.sum())
-        step_in_episode = np.where(new_game, 0, step_in_episode + 1).astype(np.int32)
-        was_done = done
-      # Env-major rows keep each game's states of a chunk consecutive.
-      chunk = {k: np.stack(v, 1).reshape(num_envs * len(v), *v[0].shape[1:]) for k, v in rows.items()}
-      n = min(len(chunk["actions"]), frames - count)
-      chunk = {k: v[:n] for k, v in chunk.items()}
-      t = time.perf_counter()
-      outputs, chunk["mask"] = map_in_batches(
-        lambda obs: explain(agent.params, obs), chunk["gray"], batch_size=SALIENCY_BATCH
-      )
-      times["saliency"] += time.perf_counter() - t
-      t = time.perf_counter()
-      chunk.update(outputs)
-      for k, v in chunk.items():
-        arrays[k][count : count + n] = v
-      for a in arrays.values():
-        a.flush()
-      count += n
-      ds.write_progress(partial, draft, count, int(next_episode))
-      times["writing"] += time.perf_counter() - t
-      bar.update(n)
+        chunk.update(outputs)
+        for k, v in chunk.items():
+          arrays[k][count : count + n] = v
+        for a in arrays.values():
+          a.flush()
+        count += n
+        ds.write_progress(partial, draft, count, int(next_episode))
+        times["writing"] += time.perf_counter() - t
+        bar.update(n)
+        check()
   except KeyboardInterrupt as e:  # what is flushed stays: the progress file counts only whole chunks
     e.kept = f"{partial} holds {count} of {frames} states: finish it with the same command and --resume"
     raise
@@ -218,7 +222,8 @@ def collect(
     colour_env.close()
   del arrays
   t = time.perf_counter()
-  ds.finalise(partial, out, draft, count)
+  with uninterrupted():
+    ds.finalise(partial, out, draft, count)
   times["writing"] += time.perf_counter() - t
   wall = time.perf_counter() - t_start
   return dict(

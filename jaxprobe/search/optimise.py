@@ -29,6 +29,7 @@ import optax
 from jaxprobe.config import COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, Config, option, setting
 from jaxprobe.errors import UserError
 from jaxprobe.parallel import resolve_loop
+from jaxprobe.stops import check, polled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,31 +180,34 @@ def optimise(
     return programs[signature](*args)
 
   parts = []
-  for c, start in enumerate(range(0, v0.shape[0], chunk)):
-    v = v0[start : start + chunk]
-    if sharding is not None:
-      v = jax.device_put(v, sharding)
-    state, e0 = compiled("init", init, v, jax.random.fold_in(key, c))
-    if scan:
-      state, curve = compiled("scan", run_all, state)
-    else:
-      curve = []
-      for _ in range(config.steps):
-        state, mean_energy = compiled("step", step, state)
-        curve.append(mean_energy)
-    best_v, best_e = compiled("finish", finish, state)
-    bad = np.asarray(state.first_bad)
-    if (bad >= 0).any():
-      row = int(np.argmax(bad >= 0))
-      raise NonFiniteEnergy(
-        f"the energy of target {name} became non-finite at step {int(bad[row])} for "
-        f"state {start + row}; lower the learning rate or check the target function"
+  with polled():  # a stop takes effect between two steps (a scan: two chunks)
+    for c, start in enumerate(range(0, v0.shape[0], chunk)):
+      v = v0[start : start + chunk]
+      if sharding is not None:
+        v = jax.device_put(v, sharding)
+      state, e0 = compiled("init", init, v, jax.random.fold_in(key, c))
+      if scan:
+        state, curve = compiled("scan", run_all, state)
+      else:
+        curve = []
+        for _ in range(config.steps):
+          state, mean_energy = compiled("step", step, state)
+          curve.append(mean_energy)
+          check()
+      best_v, best_e = compiled("finish", finish, state)
+      bad = np.asarray(state.first_bad)
+      if (bad >= 0).any():
+        row = int(np.argmax(bad >= 0))
+        raise NonFiniteEnergy(
+          f"the energy of target {name} became non-finite at step {int(bad[row])} for "
+          f"state {start + row}; lower the learning rate or check the target function"
+        )
+      parts.append(
+        Result(np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve), np.asarray(state.stopped_at))
       )
-    parts.append(
-      Result(np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve), np.asarray(state.stopped_at))
-    )
-    if on_chunk is not None:
-      on_chunk(len(v))
+      if on_chunk is not None:
+        on_chunk(len(v))
+      check()
   rows = np.array([len(r.v) for r in parts], np.float64)
   curve = sum(r.curve * w for r, w in zip(parts, rows)) / rows.sum()
   return Result(
