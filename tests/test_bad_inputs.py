@@ -128,6 +128,9 @@ CASES = [
   (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o batch_size=64", "larger than the dataset"),
   (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o object_share=1.5", "'object_share'"),
   (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o eta=-1", "config field 'eta'"),
+  (f"train-generator --config {PPO} --dataset {D} --agent {A} --out {{w}}/o", "a ppo agent, not a generator"),
+  (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o init={{w}}/nowhere", "{w}/nowhere"),
+  (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o perception=raw", "'perception'"),
   (f"train-generator --config {GEN} --dataset {{w}}/seaquest-data --agent {A} --out {{w}}/o", "Seaquest-v5"),
   (f"train-generator --config {GEN} --dataset {{w}}/data-changed --agent {A} --out {{w}}/o", "match its checksum"),
   # goggles, fidelity, fit-prior

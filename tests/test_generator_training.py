@@ -65,6 +65,10 @@ def test_loss_terms_equal_their_formulas():
   np.testing.assert_allclose(losses.reconstruction(x, y, m, 4.0), expected, rtol=1e-5)
   a, b = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
   np.testing.assert_allclose(losses.perception(a, b), ((a - b) ** 2).sum(1), rtol=1e-5)
+  # Centred: only the differences between actions count; a shift of every output costs nothing.
+  centre = lambda q: q - q.mean(1, keepdims=True)
+  np.testing.assert_allclose(losses.perception(a, b, centred=True), ((centre(a) - centre(b)) ** 2).sum(1), rtol=1e-5)
+  np.testing.assert_allclose(losses.perception(a, a + 3.0, centred=True), 0.0, atol=1e-5)
   mean, logvar = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
   var = np.exp(logvar)  # KL(N(m, v) || N(0, 1)) per dimension: (v + m^2 - 1 - log v) / 2
   np.testing.assert_allclose(
@@ -357,7 +361,18 @@ def test_fidelity_equals_a_direct_computation(pong_q_agent, tiny_dataset):
   error = ((recon - colour / 255.0) ** 2).mean(-1)
   salient = tiny_dataset["mask"][idx] > 0.5
   np.testing.assert_allclose(got["action_agreement"], np.mean(real_q.argmax(1) == recon_q.argmax(1)))
+  # The references: the real state moved one pixel right, and plus noise of the reconstruction's RMS error.
+  gray = gray.astype(np.float32)
+  moved = np.concatenate([gray[..., :1], gray[..., :-1]], axis=-1)
+  rms = np.sqrt(((view - gray) ** 2).mean(axis=(1, 2, 3), keepdims=True))
+  draws = [jax.random.normal(jax.random.fold_in(jax.random.key(0), s), gray[s : s + 16].shape) for s in (0, 16, 32)]
+  noisy = np.clip(gray + rms * np.concatenate(draws), 0, 255)
+  for name, x in (("shifted_1px", moved), ("noise", noisy)):
+    q = np.asarray(pong_q_agent.spec.apply(pong_q_agent.params, x)["q"])
+    np.testing.assert_allclose(got[f"action_agreement_{name}"], np.mean(real_q.argmax(1) == q.argmax(1)))
   np.testing.assert_allclose(got["L_a"], ((real_q - recon_q) ** 2).sum(1).mean(), rtol=1e-4)
+  centred = (real_q - recon_q) - (real_q - recon_q).mean(1, keepdims=True)
+  np.testing.assert_allclose(got["L_a_centred"], (centred**2).sum(1).mean(), rtol=1e-4)
   np.testing.assert_allclose(got["mse_salient"], error[salient].mean(), rtol=1e-4)
   np.testing.assert_allclose(got["mse_rest"], error[~salient].mean(), rtol=1e-4)
   assert got["states"] == 40 and 0 < got["salient_share"] < 1
@@ -426,3 +441,17 @@ def test_object_share_lowers_the_error_on_object_pixels_faster():
     )[0]
     errors[share] = float(((np.asarray(out["colour"]) - real) ** 2)[on].mean())
   assert errors[0.5] < 0.7 * errors[0.0], errors
+
+
+def test_a_run_can_start_from_another_generator(tmp_path, pong_q_agent, tiny_dataset):
+  train(dataclasses.replace(TINY_RUN, total_steps=2), tiny_dataset, pong_q_agent, tmp_path / "a", progress=False)
+  start = load_generator(tmp_path / "a" / "generator").variables
+  # A step too small to move anything: the new run's parameters are the ones it started from.
+  config = dataclasses.replace(TINY_RUN, total_steps=1, lr=1e-30, init=str(tmp_path / "a" / "generator"))
+  train(config, tiny_dataset, pong_q_agent, tmp_path / "b", progress=False)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-20), params_of(tmp_path / "b"), start["params"])
+  assert load_generator(tmp_path / "b" / "generator").metadata["config"]["init"] == config.init
+  # A network of another shape is refused before the run's folder exists.
+  with pytest.raises(UserError, match=r"that generator has latent_dim 8, the config latent_dim 16; set them to match"):
+    train(dataclasses.replace(config, latent_dim=16), tiny_dataset, pong_q_agent, tmp_path / "c", progress=False)
+  assert not (tmp_path / "c").exists()

@@ -47,8 +47,14 @@ def run(args: argparse.Namespace) -> None:
     seed=args.seed,
   )
   print(
-    f"on {f['states']} states: same greedy action {f['action_agreement']:.1%}, L_a {f['L_a']:.4g}, squared "
+    f"on {f['states']} states: same greedy action {f['action_agreement']:.1%}, L_a {f['L_a']:.4g} (centred "
+    f"{f['L_a_centred']:.4g}), squared "
     f"error per colour value {f['mse_salient']:.2e} on salient pixels, {f['mse_rest']:.2e} elsewhere"
+  )
+  print(
+    f"for reference, the agent keeps its action on the real state moved 1 px in "
+    f"{f['action_agreement_shifted_1px']:.1%}, and with noise as large as the reconstruction's error in "
+    f"{f['action_agreement_noise']:.1%}"
   )
   percent = lambda x: "n/a" if x is None else f"{x:.1%}"
   sizes = ", ".join(f"{percent(v)} of {f['objects_by_size'][k]} of {k} px" for k, v in f["recall_by_size"].items())

@@ -13,9 +13,12 @@ as `jaxprobe fit-prior` does). The loss and its values: docs/generator.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -24,11 +27,12 @@ from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import Dataset, open_dataset
 from jaxprobe.commands import flags
-from jaxprobe.config import load_config, to_dict
+from jaxprobe.config import apply_overrides, from_dict, read_yaml, to_dict
+from jaxprobe.errors import UserError
 from jaxprobe.evaluation.samples import fit_prior
 from jaxprobe.files import plain, save_png
 from jaxprobe.generator.reconstruction import fidelity, fidelity_row
-from jaxprobe.generator.spec import GeneratorBundle, load_generator, save_generator
+from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, load_generator, save_generator
 from jaxprobe.generator.train import (
   GeneratorConfig,
   check_inputs,
@@ -82,17 +86,59 @@ def reconstruction_sheet(bundle: GeneratorBundle, agent: Agent, sample: dict, co
   return grid(tiles, captions, cols=4)
 
 
+def load_generator_config(path: str | Path, overrides: Sequence[str] = ()) -> GeneratorConfig:
+  """The config in YAML file `path` with `field=value` overrides; a run's own `config.yaml` (which
+  records `algorithm: generator`) loads too."""
+  values = read_yaml(path)
+  algorithm = values.pop("algorithm", "generator")
+  if algorithm != "generator":
+    raise UserError(
+      f"{path} configures a {algorithm} agent, not a generator; give a generator config such as "
+      "configs/generator_cpu.yaml"
+    )
+  return from_dict(GeneratorConfig, apply_overrides(values, overrides))
+
+
+def check_init(init: GeneratorBundle, path: str, spec: GeneratorSpec) -> None:
+  """A UserError unless generator `init` (read from `path`) can start a run that trains `spec`: the
+  same game and network (it may have been trained for another agent of the game)."""
+  if init.spec.env_id != spec.env_id:
+    raise UserError(f"init={path}: that generator draws {init.spec.env_id}, the agent plays {spec.env_id}")
+  theirs, ours = (dataclasses.replace(s, env_id="", agent_fingerprint="") for s in (init.spec, spec))
+  differ = [f.name for f in dataclasses.fields(ours) if getattr(theirs, f.name) != getattr(ours, f.name)]
+  if differ:
+    raise UserError(
+      f"init={path}: that generator has {', '.join(f'{k} {getattr(theirs, k)}' for k in differ)}, the config "
+      f"{', '.join(f'{k} {getattr(ours, k)}' for k in differ)}; set them to match"
+    )
+
+
 def train_generator(
-  config: GeneratorConfig, dataset: Dataset, agent: Agent, out: str | Path, resume: bool = False, progress: bool = True
+  config: GeneratorConfig,
+  dataset: Dataset,
+  agent: Agent,
+  out: str | Path,
+  resume: bool = False,
+  progress: bool = True,
+  verify: bool = True,
 ) -> GeneratorBundle:
-  """Trains (or resumes) a generator in run directory `out`; returns it."""
+  """Trains (or resumes) a generator in run directory `out`; returns it. A new run starts from the
+  parameters of the generator at `config.init` (with a fresh optimizer) when it names one."""
   mesh = batch_mesh()
   check_inputs(config, dataset, agent, mesh)
-  run = RunDir(out, "generator", config, resume)
   spec = generator_spec(config, agent)
+  init = load_generator(config.init, verify=verify) if config.init and not resume else None
+  if init is not None:
+    check_init(init, config.init, spec)
+  run = RunDir(out, "generator", config, resume)
   state = init_state(spec, config, optax.adam(config.lr))
   if resume:
     state = run.resume(state)
+  elif init is not None:
+    state = state._replace(
+      params=jax.tree.map(jnp.asarray, init.variables["params"]),
+      batch_stats=jax.tree.map(jnp.asarray, init.variables["batch_stats"]),
+    )
   rng = np.random.default_rng
   sample_idx = np.sort(rng(config.seed).choice(len(dataset), SHEET_STATES, replace=False))
   sample = {k: np.asarray(dataset[k][sample_idx]) for k in ("colour", agent.spec.action_head)}
@@ -170,10 +216,12 @@ def train_generator(
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  config = load_config(GeneratorConfig, args.config, args.overrides)
+  config = load_generator_config(args.config, args.overrides)
   agent = load_agent(args.agent, verify=not args.no_verify)
   dataset = open_dataset(args.dataset, verify=not args.no_verify)
-  train_generator(config, dataset, agent, args.out, resume=args.resume, progress=not args.quiet)
+  train_generator(
+    config, dataset, agent, args.out, resume=args.resume, progress=not args.quiet, verify=not args.no_verify
+  )
   print(
     f"trained the {config.ablation} generator: {args.out}/generator, curves in {args.out}/curve.png, "
     f"samples in {args.out}/reconstructions.png"

@@ -6,7 +6,8 @@ and lambda keep the paper's meaning ("relative to a summed squared error"):
   agent's saliency mask of the real state, a constant for the generator, and w the object
   weights (`object_weights`; all 1 unless an object share is asked for);
 - `L_a`: sum over outputs of (A(x) - A(x'))^2, A the frozen agent's outputs (Q-values, or
-  policy logits for actor-critic agents) on the real state and on the reconstruction;
+  policy logits for actor-critic agents) on the real state and on the reconstruction, each
+  vector optionally centred on its mean over actions (`perception`);
 - KL: KL(N(mean, exp(logvar)) || N(0, I)), summed over latent dimensions.
 """
 
@@ -59,10 +60,19 @@ def object_weights(
   return jnp.repeat(frame_weights, 3, axis=-1)
 
 
-def perception(real_outputs: chex.Array, recon_outputs: chex.Array) -> chex.Array:
-  """Squared distance of the agent's output vectors per state: `(N, A)` -> `(N,)`."""
+def perception(real_outputs: chex.Array, recon_outputs: chex.Array, centred: bool = False) -> chex.Array:
+  """Squared distance of the agent's output vectors per state: `(N, A)` -> `(N,)`.
+
+  `centred` subtracts each vector's mean over actions first, so only the differences between
+  actions count (what the greedy action and the policy's softmax depend on). The plain distance
+  is the centred one plus A * (difference of the means)^2: for a Q agent whose values sit close
+  together, that level term is most of the plain loss.
+  """
   chex.assert_equal_shape([real_outputs, recon_outputs])
-  return jnp.sum((jax.lax.stop_gradient(real_outputs) - recon_outputs) ** 2, axis=-1)
+  diff = jax.lax.stop_gradient(real_outputs) - recon_outputs
+  if centred:
+    diff = diff - jnp.mean(diff, axis=-1, keepdims=True)
+  return jnp.sum(diff**2, axis=-1)
 
 
 def kl_to_standard_normal(mean: chex.Array, logvar: chex.Array) -> chex.Array:

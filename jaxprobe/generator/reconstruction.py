@@ -59,19 +59,31 @@ def goggles(
 def compare_fn(agent_spec: AgentSpec, generator_spec: GeneratorSpec):
   """The jitted per-batch sums of `fidelity` for one agent and generator architecture, compiled once
   (a training run measures every checkpoint with it): `(agent params, generator variables, colour,
-  gray, mask) -> (sums, reconstruction as uint8 colour stacks)`."""
+  gray, mask, key) -> (sums, reconstruction as uint8 colour stacks)`."""
   head = agent_spec.action_head
   generator = GeneratorBundle(generator_spec, None)  # reconstruct needs the architecture only
 
   @jax.jit
-  def compare(agent_params, variables, colour, gray, mask):
+  def compare(agent_params, variables, colour, gray, mask, key):
     out = generator.reconstruct(variables, colour)
-    real, recon = (agent_spec.apply(agent_params, x)[head] for x in (gray, out["agent_view"]))
+    gray = gray.astype(jnp.float32)
+    # Two references for the share of actions kept: the real state moved one pixel right (its
+    # first column repeated), and the real state plus Gaussian noise as large as the
+    # reconstruction's own error in the agent's view (per-state RMS).
+    shifted = jnp.concatenate([gray[..., :1], gray[..., :-1]], axis=-1)
+    rms = jnp.sqrt(jnp.mean((out["agent_view"] - gray) ** 2, axis=(1, 2, 3), keepdims=True))
+    noisy = jnp.clip(gray + rms * jax.random.normal(key, gray.shape), 0.0, 255.0)
+    real, recon, moved, noised = (
+      agent_spec.apply(agent_params, x)[head] for x in (gray, out["agent_view"], shifted, noisy)
+    )
     error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
     salient = mask > 0.5
     sums = dict(
       agree=(real.argmax(-1) == recon.argmax(-1)).sum(),
+      agree_shifted=(real.argmax(-1) == moved.argmax(-1)).sum(),
+      agree_noise=(real.argmax(-1) == noised.argmax(-1)).sum(),
       l_a=losses.perception(real, recon).sum(),
+      l_a_centred=losses.perception(real, recon, centred=True).sum(),
       err_salient=(error * salient).sum(),
       n_salient=salient.sum(),
       err_rest=(error * ~salient).sum(),
@@ -95,13 +107,17 @@ def fidelity(
 
   Finer than goggles' game score, which saturates where the agent still plays well on
   an imperfect view: the share of states where the agent's greedy action on the
-  reconstruction equals its action on the real state; the mean squared distance of its
-  action outputs (L_a); the reconstruction's squared error per colour value on the
-  salient pixels (mask > 0.5: ball, paddles, the agent's submarine) and on the rest; and
-  how many of the real states' objects it draws (`collection.objects`: recall overall and
-  by size, states with every object drawn, precision), against the dataset's background, and
-  where the dataset holds RAM, each named object of the game (`objects.NAMED_OBJECTS`: the ball
-  drawn in how many of the states with a ball). `background`: the dataset's
+  reconstruction equals its action on the real state, with two references that say how
+  fragile the agent's choice is (the same share for the real state moved one pixel right,
+  and for the real state plus Gaussian noise as large as the reconstruction's error in the
+  agent's view, seeded by `seed`); the mean squared distance of its action outputs (L_a, and
+  what is left of it after centring each vector on its mean over actions); the
+  reconstruction's squared error per colour value on the salient pixels (mask > 0.5: ball,
+  paddles, the agent's submarine) and on the rest; and how many of the real states' objects it
+  draws (`collection.objects`: recall overall and by size, states with every object drawn,
+  precision), against the dataset's background, and where the dataset holds RAM, each named
+  object of the game (`objects.NAMED_OBJECTS`: the ball drawn in how many of the states with a
+  ball). `background`: the dataset's
   (`objects.background`), when the caller has it already.
   """
   check_same_agent(agent, generator=generator)
@@ -124,7 +140,10 @@ def fidelity(
     colour = np.asarray(dataset["colour"][rows])
     gray, mask = np.asarray(dataset["gray"][rows]), np.asarray(dataset["mask"][rows])
     compare = compare_fn(agent.spec, generator.spec)
-    part, recon_colour = jax.device_get(compare(agent.params, generator.variables, jnp.asarray(colour), gray, mask))
+    key = jax.random.fold_in(jax.random.key(seed), start)
+    part, recon_colour = jax.device_get(
+      compare(agent.params, generator.variables, jnp.asarray(colour), gray, mask, key)
+    )
     for k, v in part.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     ram = np.asarray(dataset["ram"][rows]) if named else None
@@ -133,7 +152,10 @@ def fidelity(
   return dict(
     states=n,
     action_agreement=totals["agree"] / n,
+    action_agreement_shifted_1px=totals["agree_shifted"] / n,
+    action_agreement_noise=totals["agree_noise"] / n,
     L_a=totals["l_a"] / n,
+    L_a_centred=totals["l_a_centred"] / n,
     mse_salient=totals["err_salient"] / max(totals["n_salient"], 1.0),
     mse_rest=totals["err_rest"] / max(totals["n_rest"], 1.0),
     salient_share=totals["n_salient"] / (totals["n_salient"] + totals["n_rest"]),
@@ -143,7 +165,8 @@ def fidelity(
 
 def fidelity_row(f: dict) -> dict:
   """`fidelity`'s numbers as one flat table row: actions kept, objects drawn by size and by name."""
-  row = {k: f[k] for k in ("action_agreement", "L_a", "object_recall", "states_all_drawn", "object_precision")}
+  names = ("action_agreement", "action_agreement_shifted_1px", "action_agreement_noise", "L_a")
+  row = {k: f[k] for k in (*names, "object_recall", "states_all_drawn", "object_precision")}
   row.update({f"recall_{size}": share for size, share in f["recall_by_size"].items()})
   row.update({"drawn_" + re.sub(r"\W+", "_", name): share for name, share in f["named_drawn"].items()})
   return {k: "" if v is None else round(float(v), 4) for k, v in row.items()}

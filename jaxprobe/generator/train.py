@@ -39,6 +39,8 @@ class GeneratorConfig(Config):
   ablation: Literal["full", "vae", "saliency", "perception"] = "full"
   beta: float = setting(4.0, NONNEGATIVE)  # saliency weight in L_p (used by full and saliency)
   eta: float = setting(1e3, NONNEGATIVE)  # agent-perception weight (used by full and perception)
+  # L_a on the outputs as they are (the paper's), or centred on their mean over actions
+  perception: Literal["outputs", "centred"] = "outputs"
   # share of each state's L_p on its object pixels (0: off, the paper's loss)
   object_share: float = setting(0.0, Range(float, lo=0, hi=1, hi_open=True))
   lam: float = setting(1e-4, NONNEGATIVE)  # KL weight
@@ -54,6 +56,7 @@ class GeneratorConfig(Config):
   log_every: int = setting(100, POSITIVE_INT)
   image_every: int = setting(1_000, POSITIVE_INT)
   fit_prior: bool = True  # at the end, fit the latent prior the search uses (`jaxprobe fit-prior`)
+  init: str = ""  # a generator folder to start from (same game and network, fresh optimizer); "": fresh weights
 
   def loss_weights(self) -> tuple[float, float]:
     """(beta, eta) after the ablation: vae drops both, saliency drops eta, perception drops beta."""
@@ -114,7 +117,9 @@ def make_loss(network: Generator, agent: Agent, config: GeneratorConfig, backgro
     if eta > 0:
       # The agent is frozen: only the generator learns from its reading of the reconstruction.
       frozen = jax.lax.stop_gradient(agent_params)
-      l_a = losses.perception(batch[head], agent.spec.apply(frozen, out["agent_view"])[head])
+      l_a = losses.perception(
+        batch[head], agent.spec.apply(frozen, out["agent_view"])[head], centred=config.perception == "centred"
+      )
     else:  # the agent's forward pass is skipped when its term has no weight
       l_a = jnp.zeros_like(l_p)
     kl = losses.kl_to_standard_normal(out["mean"], out["logvar"])
