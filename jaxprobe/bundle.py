@@ -112,13 +112,14 @@ def tree_checksum(tree: Any) -> str:
 def read_tree(path: str | Path, what: str, checksum: str | None = None, verify: bool = True) -> Any:
   """The pytree of a checkpoint directory, or a UserError if it is damaged: unreadable, not matching
   `checksum` (the one its spec recorded; with `verify`), or holding a value that is not finite."""
+  ckptr = ocp.StandardCheckpointer()
   try:
-    ckptr = ocp.StandardCheckpointer()
     tree = ckptr.restore((Path(path) / TREE_DIR).absolute())
-    ckptr.close()
   except Exception as e:  # orbax raises many types for damaged files
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise UserError(f"{what} {path} is corrupt or unreadable ({first}); save it again") from None
+  finally:
+    ckptr.close()  # also after a failed read: its event loop and threads are stopped in order
   if verify and checksum is not None and tree_checksum(tree) != checksum:
     raise UserError(
       f"{what} {path} does not match its checksum: its parameters changed since it was saved (damaged or "
