@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from typing import Any
 
 from jaxprobe.errors import UserError
@@ -55,6 +56,17 @@ def atari_env_ids() -> tuple[str, ...]:
   """Every envpool Atari id, sorted."""
   registry = _envpool().registration.registry
   return tuple(sorted(k for k, (module, _, _) in registry.specs.items() if module == "envpool.atari"))
+
+
+def envpool_id_in(text: str) -> str | None:
+  """The envpool id of the game a path or name mentions, or None: envpool's own ids (`Pong-v5`),
+  Gym's and the RL Zoo's (`PongNoFrameskip-v4`, `PongDeterministic-v4`, `ALE/Pong-v5`)."""
+  ids = atari_env_ids()
+  found = [i for i in ids if i in text]
+  for name in re.findall(r"([A-Z][A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v[045]\b", text):
+    if f"{name}-v5" in ids:
+      found.append(f"{name}-v5")
+  return max(found, key=len) if found else None
 
 
 def check_env_id(env_id: str) -> str:

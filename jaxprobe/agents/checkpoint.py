@@ -11,11 +11,13 @@ through the same call (see `jaxprobe.agents.cleanrl`).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, fit_params
 from jaxprobe.agents.cleanrl import load_cleanrl
+from jaxprobe.agents.sb3 import load_sb3
 from jaxprobe.bundle import check_finite, read_tree, save_bundle
 from jaxprobe.bundle import read_spec as bundle_spec
 from jaxprobe.errors import UserError
@@ -50,17 +52,21 @@ def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
 
 
 def load_agent(path: str | Path, env_id: str | None = None, verify: bool = True) -> Agent:
-  """Loads a jaxprobe agent directory or a CleanRL `.cleanrl_model` file.
+  """Loads a jaxprobe agent directory, a CleanRL `.cleanrl_model` file or a Stable-Baselines3 `.zip`.
 
   A jaxprobe agent's parameters must match the checksum saved with them (unless `verify` is
   False); every format's must fit the network and be finite. `env_id` is needed only for
-  CleanRL DQN files whose path does not name the game.
+  CleanRL DQN and SB3 files whose path does not name the game.
   """
   path = Path(path)
   if not path.exists():
-    raise UserError(f"no agent checkpoint at {path}: give a jaxprobe agent directory or a CleanRL .cleanrl_model file")
+    raise UserError(
+      f"no agent checkpoint at {path}: give a jaxprobe agent directory, a CleanRL .cleanrl_model file or a "
+      "Stable-Baselines3 .zip"
+    )
   if path.is_file():
-    agent = load_cleanrl(path, env_id)
+    sb3 = path.suffix == ".zip" or zipfile.is_zipfile(path)
+    agent = load_sb3(path, env_id) if sb3 else load_cleanrl(path, env_id)
     check_finite(agent.params, f"agent checkpoint {path}")
     return agent
   meta = bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION)

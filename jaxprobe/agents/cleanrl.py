@@ -15,15 +15,8 @@ import flax.serialization
 import numpy as np
 
 from jaxprobe.agents.agent import Agent, AgentSpec, fit_params
-from jaxprobe.envs import atari_env_ids, check_env_id
+from jaxprobe.envs import check_env_id, envpool_id_in
 from jaxprobe.errors import UserError
-
-
-def _env_from_path(path: Path) -> str | None:
-  # Hub repos are `cleanrl/{env_id}-{exp_name}-seed{N}`, runs `runs/{env_id}__{exp_name}__...`.
-  text = str(path.absolute())
-  matches = [e for e in atari_env_ids() if e in text]
-  return max(matches, key=len) if matches else None
 
 
 def _unmsgpack(path: Path) -> dict:
@@ -61,7 +54,7 @@ def load_cleanrl(path: str | Path, env_id: str | None = None) -> Agent:
     )
   else:
     raise UserError(f"{path} is not a CleanRL DQN or PPO checkpoint (top-level keys: {sorted(data)[:5]})")
-  env_id = env_id or args.get("env_id") or _env_from_path(path)
+  env_id = env_id or args.get("env_id") or envpool_id_in(str(path.absolute()))
   if env_id is None:
     raise UserError(f"{path} does not say which game it plays: pass the env id (e.g. --env Pong-v5)")
   spec = AgentSpec(kind=kind, num_actions=int(num_actions), env_id=check_env_id(env_id))

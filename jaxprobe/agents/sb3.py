@@ -1,0 +1,155 @@
+"""Import Stable-Baselines3 Atari agents (`model.zip`, as `model.save` and the RL Zoo write them).
+
+An SB3 zip holds `data` (JSON: the observation and action spaces, the policy's settings) and
+`policy.pth` (`torch.save` of the policy's `state_dict`, read by `torch_file` as data). Its
+`CnnPolicy` is the Nature CNN jaxprobe's networks use, in PyTorch's layouts:
+
+- `features_extractor.cnn.{0,2,4}`: convolutions with OIHW kernels (ours: HWIO), VALID padding;
+- `features_extractor.linear.0`: 3136 -> 512, its inputs flattened in C, H, W order (ours:
+  H, W, C, so the rows are permuted);
+- PPO and A2C (`ActorCriticCnnPolicy`): `action_net` (logits) and `value_net` over the shared
+  torso; DQN (`CnnPolicy` of `stable_baselines3.dqn`): `q_net.q_net.0` over
+  `q_net.features_extractor` (the target network is ignored).
+
+Observations are channel-first stacks of 4 grayscale 84x84 frames divided by 255 inside the
+policy, as in jaxprobe. The frames themselves are made differently: SB3's `AtariWrapper`
+max-pools the last two RGB frames and converts the result to gray with OpenCV, envpool
+max-pools ALE's own grayscale screens, so a pixel can differ by a few levels; SB3 also trains
+with terminal on life loss and clipped rewards (jaxprobe plays the real game). Both use 4-frame
+skip, up to 30 no-op starts, FIRE on reset, the minimal action set and no sticky actions
+(`NoFrameskip-v4`; envpool's v5 default). The agent's metadata records this.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxprobe.agents.agent import Agent, AgentSpec, fit_params
+from jaxprobe.agents.torch_file import load_torch_file
+from jaxprobe.envs import check_env_id, envpool_id_in
+from jaxprobe.envs import num_actions as game_actions
+from jaxprobe.errors import UserError
+
+TORSO = {"cnn.0": "Conv_0", "cnn.2": "Conv_1", "cnn.4": "Conv_2", "linear.0": "Dense_0"}
+TRAINING_DIFFERENCES = (
+  "SB3 AtariWrapper: RGB frames max-pooled, then grayscale by OpenCV (envpool: ALE's grayscale, max-pooled); "
+  "terminal on life loss and rewards clipped to their sign in training"
+)
+
+
+def _dense(weight: np.ndarray, bias: np.ndarray) -> dict:
+  return {"kernel": weight.T, "bias": bias}
+
+
+def _torso(state: dict, prefix: str) -> dict:
+  """jaxprobe's torso params from an SB3 `NatureCNN` state dict under `prefix`."""
+  params = {}
+  for theirs, ours in TORSO.items():
+    weight, bias = state[f"{prefix}{theirs}.weight"], state[f"{prefix}{theirs}.bias"]
+    if ours == "Dense_0":  # rows from (C=64, H=7, W=7) order to (H, W, C)
+      out = weight.shape[0]
+      weight = weight.reshape(out, 64, 7, 7).transpose(0, 2, 3, 1).reshape(out, -1)
+      params[ours] = _dense(weight, bias)
+    else:
+      params[ours] = {"kernel": weight.transpose(2, 3, 1, 0), "bias": bias}
+  return params
+
+
+def _read_zip(path: Path) -> tuple[dict, dict]:
+  """The `data` JSON and the policy's state dict of an SB3 zip, or a UserError."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      names = set(archive.namelist())
+      if not {"data", "policy.pth"} <= names:
+        raise UserError(
+          f"{path} is a zip file but not a Stable-Baselines3 model (it has no data and policy.pth entries)"
+        )
+      data, policy = archive.read("data"), archive.read("policy.pth")
+  except (zipfile.BadZipFile, EOFError, OSError) as e:
+    raise UserError(f"{path} is not a readable zip file ({type(e).__name__}); was the download complete?") from None
+  try:
+    data = json.loads(data)
+  except ValueError:
+    raise UserError(f"{path}: its data entry is not JSON; save the model again with SB3") from None
+  state = load_torch_file(policy, f"{path} (policy.pth)")
+  if not isinstance(state, dict):
+    raise UserError(f"{path}: policy.pth holds a {type(state).__name__}, not a state dict")
+  return data, state
+
+
+def _check_spaces(path: Path, data: dict) -> int:
+  """The action count, after checking the observation space is jaxprobe's (4, 84, 84) uint8 images."""
+  obs = data.get("observation_space", {})
+  shape, dtype = obs.get("_shape"), obs.get("dtype")
+  if shape != [4, 84, 84] or dtype != "uint8":
+    raise UserError(
+      f"{path}: the policy reads observations of shape {shape} ({dtype}); jaxprobe's agents read stacks of 4 "
+      "grayscale 84x84 uint8 frames, channel first (SB3's Atari wrappers with frame_stack 4)"
+    )
+  if data.get("policy_kwargs", {}).get("normalize_images") is False:
+    raise UserError(f"{path}: the policy does not divide images by 255 (normalize_images=False)")
+  action = data.get("action_space", {})
+  if "discrete" not in action.get(":type:", "").lower() or "n" not in action:
+    raise UserError(f"{path}: the action space is {action.get(':type:')}, not Discrete")
+  return int(action["n"])
+
+
+def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
+  """An SB3 PPO, A2C or DQN `CnnPolicy` Atari model as an `Agent`."""
+  path = Path(path)
+  data, state = _read_zip(path)
+  state = {k: np.asarray(v, np.float32) for k, v in state.items()}
+  module = str(data.get("policy_class", {}).get("__module__", ""))
+  if "features_extractor.cnn.0.weight" in state and "action_net.weight" in state:
+    kind, family = "actor_critic", "PPO or A2C (ActorCriticCnnPolicy)"
+    if any(k.startswith("mlp_extractor.") for k in state):
+      raise UserError(f"{path}: the policy has extra layers after its CNN (net_arch), which jaxprobe's network lacks")
+    if "vf_features_extractor.cnn.0.weight" in state and any(
+      not np.array_equal(state[f"pi_features_extractor.{k}"], state[f"vf_features_extractor.{k}"])
+      for k in ("cnn.0.weight", "linear.0.weight")
+    ):
+      raise UserError(
+        f"{path}: the actor and the critic have separate CNNs (share_features_extractor=False); jaxprobe's "
+        "actor-critic shares one"
+      )
+    torso = _torso(state, "features_extractor.")
+    params = dict(
+      torso,
+      policy=_dense(state["action_net.weight"], state["action_net.bias"]),
+      value=_dense(state["value_net.weight"], state["value_net.bias"]),
+    )
+  elif "q_net.features_extractor.cnn.0.weight" in state:
+    kind, family = "q", "DQN (CnnPolicy)"
+    if {k.split(".")[2] for k in state if k.startswith("q_net.q_net.")} != {"0"}:
+      raise UserError(f"{path}: the Q head has extra layers (net_arch), which jaxprobe's network lacks")
+    head = _dense(state["q_net.q_net.0.weight"], state["q_net.q_net.0.bias"])
+    params = dict(_torso(state, "q_net.features_extractor."), Dense_1=head)
+  elif "quantile_net.features_extractor.cnn.0.weight" in state:
+    raise UserError(f"{path} is a QR-DQN model (sb3-contrib), which jaxprobe does not read yet; use PPO, A2C or DQN")
+  elif any(k.startswith("mlp_extractor.") or ".q_net.0." in k for k in state):
+    raise UserError(f"{path} is an MLP policy; jaxprobe reads Atari agents with SB3's CnnPolicy")
+  else:
+    raise UserError(f"{path} is not an SB3 CnnPolicy of PPO, A2C or DQN (parameters: {sorted(state)[:3]} ...)")
+  num_actions = _check_spaces(path, data)
+  env_id = env_id or envpool_id_in(str(path.absolute()))
+  if env_id is None:
+    raise UserError(f"{path} does not say which game it plays: pass --env (e.g. Pong-v5), or name the file after it")
+  env_id = check_env_id(env_id)
+  if num_actions != game_actions(env_id):
+    raise UserError(
+      f"{path} chooses among {num_actions} actions, {env_id} has {game_actions(env_id)} (its minimal action "
+      "set); give the game the model was trained on"
+    )
+  spec = AgentSpec(kind=kind, num_actions=num_actions, env_id=env_id)
+  metadata: dict[str, Any] = dict(
+    source=f"Stable-Baselines3 {family}",
+    source_file=str(path.absolute()),
+    policy_module=module,
+    training_differences=TRAINING_DIFFERENCES,
+  )
+  return Agent(spec, fit_params(spec, {"params": params}, f"SB3 model {path}"), metadata)

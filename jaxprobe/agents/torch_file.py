@@ -1,0 +1,120 @@
+"""Tensors from a file written by `torch.save`, read as data: no PyTorch, and no pickled code run.
+
+Since PyTorch 1.6 `torch.save` writes a zip archive: `<name>/data.pkl` is a pickle of the saved
+object (for a model, its `state_dict`: an `OrderedDict` of tensors), and each tensor's storage
+is a raw little-endian byte file `<name>/data/<key>`. In the pickle a tensor is a call to
+`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)`, its
+storage a persistent id `("storage", <torch.XStorage>, key, location, numel)`.
+
+A pickle can name any importable function and call it, so the unpickler here resolves only
+those few names, each to a plain numpy stand-in; any other name refuses the file with a
+`UserError` naming it, before anything is called.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from jaxprobe.errors import UserError
+
+STORAGE_DTYPES = {
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": ml_dtypes.bfloat16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
+}
+
+
+class _Storage:
+  """The class a storage type's name resolves to: it carries the dtype."""
+
+  def __init__(self, dtype: Any):
+    self.dtype = dtype
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray:
+  """`torch._utils._rebuild_tensor_v2`: a view of `storage` copied out as its own array."""
+  if not size:
+    return np.array(storage[offset])
+  strides = tuple(s * storage.itemsize for s in stride)
+  return np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=strides).copy()
+
+
+def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
+  """`torch._utils._rebuild_parameter`: a parameter is its data."""
+  return data
+
+
+ALLOWED = {
+  ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  **{("torch", name): _Storage(dtype) for name, dtype in STORAGE_DTYPES.items()},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+  def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, where: str):
+    super().__init__(file)
+    self.archive, self.prefix, self.where = archive, prefix, where
+
+  def find_class(self, module: str, name: str) -> Any:
+    try:
+      return ALLOWED[(module, name)]
+    except KeyError:
+      raise UserError(
+        f"{self.where} asks to run {module}.{name} when loaded; jaxprobe reads only tensors and plain "
+        "containers from a PyTorch file and refuses it (nothing was run)"
+      ) from None
+
+  def persistent_load(self, pid: Any) -> np.ndarray:
+    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Storage)):
+      raise UserError(f"{self.where} holds a storage record jaxprobe does not know ({str(pid)[:80]})")
+    _, storage, key, _location, numel = pid
+    data = self.archive.read(f"{self.prefix}data/{key}")
+    array = np.frombuffer(data, dtype=np.dtype(storage.dtype).newbyteorder("<"))
+    if array.size < numel:
+      raise UserError(f"{self.where}: storage {key} holds {array.size} values, the file says {numel}")
+    return array
+
+
+def load_torch_file(data: bytes, where: str) -> Any:
+  """The object `torch.save` wrote into `data` (tensors as numpy arrays); `where` names it in errors."""
+  try:
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+  except zipfile.BadZipFile:
+    raise UserError(
+      f"{where} is not a PyTorch file of the zip format (PyTorch >= 1.6); save it again with torch.save"
+    ) from None
+  if len(pickles) != 1:
+    raise UserError(f"{where} is not a PyTorch file: it has {len(pickles)} data.pkl entries, not one")
+  prefix = pickles[0][: -len("data.pkl")]
+  byteorder = f"{prefix}byteorder"  # absent in files of older PyTorch, which wrote little-endian
+  if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
+    raise UserError(f"{where} was written on a big-endian machine, which jaxprobe does not read")
+  try:
+    return _Unpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, where).load()
+  except UserError:
+    raise
+  except Exception as e:  # a damaged pickle or archive raises many types
+    raise UserError(f"{where} is damaged ({type(e).__name__}: {str(e)[:120]}); download or save it again") from None
+
+
+def read_torch_file(path: str | Path) -> Any:
+  """`load_torch_file` of the file at `path`."""
+  return load_torch_file(Path(path).read_bytes(), str(path))
