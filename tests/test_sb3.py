@@ -9,10 +9,11 @@ import zipfile
 import gymnasium as gym
 import numpy as np
 import pytest
+import sb3_contrib
 import stable_baselines3 as sb3  # the test extra: SB3 writes the files, torch computes its outputs
 import torch
 
-from jaxprobe.agents import load_agent
+from jaxprobe.agents import load_agent, save_agent
 from jaxprobe.agents.torch_file import load_torch_file
 from jaxprobe.cli import main
 from jaxprobe.errors import UserError
@@ -33,8 +34,8 @@ class AtariShaped(gym.Env):
 
 
 def write_model(algo: str, path, actions: int = 6, **kwargs):
-  cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[algo]
-  if algo == "dqn":
+  cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "qrdqn": sb3_contrib.QRDQN}[algo]
+  if algo in ("dqn", "qrdqn"):
     kwargs.setdefault("buffer_size", 64)
   policy = kwargs.pop("policy", "CnnPolicy")
   model = cls(policy, kwargs.pop("env", AtariShaped(actions)), seed=0, device="cpu", **kwargs)
@@ -77,6 +78,24 @@ def test_dqn_models_give_sb3s_q_values(tmp_path):
     q = model.q_net(torch.as_tensor(obs)).numpy()
   np.testing.assert_allclose(agent.spec.apply(agent.params, obs)["q"], q, atol=1e-5)
   assert agent.spec.kind == "q" and agent.metadata["source"] == "Stable-Baselines3 DQN (CnnPolicy)"
+
+
+def test_qr_dqn_models_give_sb3_contribs_quantiles_and_their_mean(tmp_path):
+  path = tmp_path / "qrdqn-SeaquestNoFrameskip-v4.zip"
+  model = write_model("qrdqn", path, actions=18, policy_kwargs=dict(n_quantiles=7))
+  agent = load_agent(path)
+  assert (agent.spec.kind, agent.spec.quantiles, agent.spec.env_id) == ("q", 7, "Seaquest-v5")
+  obs = observations(seed=2)
+  with torch.no_grad():
+    theirs = model.quantile_net(torch.as_tensor(obs)).numpy()  # (N, quantiles, actions)
+  out = agent.spec.apply(agent.params, obs)
+  np.testing.assert_allclose(out["quantiles"], theirs.transpose(0, 2, 1), atol=1e-5)
+  np.testing.assert_allclose(out["q"], theirs.mean(1), atol=1e-5)
+  assert agent.metadata["source"] == "Stable-Baselines3 QR-DQN (sb3-contrib CnnPolicy)"
+  save_agent(tmp_path / "saved", agent)  # kept as a jaxprobe agent, it stays a QR-DQN one
+  again = load_agent(tmp_path / "saved")
+  assert again.spec == agent.spec
+  np.testing.assert_allclose(again.spec.apply(again.params, obs)["quantiles"], out["quantiles"], atol=1e-6)
 
 
 def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):

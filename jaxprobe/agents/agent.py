@@ -7,6 +7,7 @@ network themselves:
 
     agent = load_agent("jaxprobe/assets/agents/pong")
     out = agent.spec.apply(agent.params, obs)   # {"q": (N, A)} or {"logits": (N, A), "value": (N,)}
+                                                # (QR-DQN adds "quantiles": (N, A, K); q is their mean)
     actions = act(agent.spec, agent.params, obs, key, epsilon=0.05)
 """
 
@@ -40,12 +41,16 @@ class AgentSpec:
   num_actions: int
   env_id: str
   obs_format: str = OBS_FORMAT
+  # QR-DQN: quantiles of the return per action (`nature_cnn.QNetwork`), q their mean; 0: Q-values.
+  quantiles: int = 0
   # How convolutions are computed (never what is stored): this backend's fastest, `jaxprobe.conv`.
   conv: Callable[..., nn.Module] = dataclasses.field(default_factory=conv_module, compare=True, repr=False)
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"agent kind must be one of {KINDS}, got {self.kind!r}")
+    if self.quantiles and self.kind != "q":
+      raise ValueError("only Q agents have quantiles")
 
   @property
   def obs_shape(self) -> tuple[int, ...]:
@@ -64,8 +69,9 @@ class AgentSpec:
 
   def network(self, activation: Callable = nn.relu) -> nn.Module:
     """The Flax module; `activation` replaces the ReLUs (guided backprop)."""
-    cls = QNetwork if self.kind == "q" else ActorCritic
-    return cls(num_actions=self.num_actions, activation=activation, conv=self.conv)
+    if self.kind == "q":
+      return QNetwork(self.num_actions, activation=activation, conv=self.conv, num_quantiles=self.quantiles)
+    return ActorCritic(num_actions=self.num_actions, activation=activation, conv=self.conv)
 
   def init(self, key: jax.Array) -> Params:
     """Fresh params drawn with `key`."""
@@ -83,7 +89,8 @@ class AgentSpec:
 
   def to_json(self) -> dict[str, Any]:
     """The spec as the JSON an agent checkpoint stores."""
-    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format)
+    extra = dict(quantiles=self.quantiles) if self.quantiles else {}
+    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format, **extra)
 
 
 @dataclasses.dataclass(frozen=True)

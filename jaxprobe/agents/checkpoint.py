@@ -41,7 +41,11 @@ def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
   """The spec and metadata of an agent directory from its agent.json."""
   try:
     spec = AgentSpec(
-      kind=meta["kind"], num_actions=int(meta["num_actions"]), env_id=meta["env_id"], obs_format=meta["obs_format"]
+      kind=meta["kind"],
+      num_actions=int(meta["num_actions"]),
+      env_id=meta["env_id"],
+      obs_format=meta["obs_format"],
+      quantiles=int(meta.get("quantiles", 0)),
     )
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(

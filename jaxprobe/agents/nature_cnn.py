@@ -48,17 +48,28 @@ def nature_torso(
 
 
 class QNetwork(nn.Module):
-  """Nature DQN: Q-values for each action. Same tree as CleanRL's `QNetwork`."""
+  """Nature DQN: Q-values for each action. Same tree as CleanRL's `QNetwork`.
+
+  With `num_quantiles` > 0 it is QR-DQN's network (Dabney et al. 2018): `Dense_1` gives that many
+  quantiles of the return per action, stored action-major (output `a * num_quantiles + i`), and
+  the Q-value is their mean, Q(s, a) = (1/K) sum_i theta_i(s, a).
+  """
 
   num_actions: int
   activation: Activation = nn.relu
   conv: Callable[..., nn.Module] = nn.Conv
+  num_quantiles: int = 0
 
   @nn.compact
   def __call__(self, obs: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """Q-values `{"q": (N, A)}` of observations `(N, 4, 84, 84)` in [0, 255]."""
+    """Q-values `{"q": (N, A)}` of observations `(N, 4, 84, 84)` in [0, 255] (and `"quantiles"`
+    `(N, A, K)` for QR-DQN)."""
     x = nature_torso(obs, self.activation, self.conv, orthogonal_init=False)
-    return {"q": nn.Dense(self.num_actions, name="Dense_1")(x)}
+    if not self.num_quantiles:
+      return {"q": nn.Dense(self.num_actions, name="Dense_1")(x)}
+    out = nn.Dense(self.num_actions * self.num_quantiles, name="Dense_1")(x)
+    quantiles = out.reshape(out.shape[0], self.num_actions, self.num_quantiles)
+    return {"q": quantiles.mean(-1), "quantiles": quantiles}
 
 
 class ActorCritic(nn.Module):

@@ -9,7 +9,9 @@ An SB3 zip holds `data` (JSON: the observation and action spaces, the policy's s
   H, W, C, so the rows are permuted);
 - PPO and A2C (`ActorCriticCnnPolicy`): `action_net` (logits) and `value_net` over the shared
   torso; DQN (`CnnPolicy` of `stable_baselines3.dqn`): `q_net.q_net.0` over
-  `q_net.features_extractor` (the target network is ignored).
+  `q_net.features_extractor` (the target network is ignored); QR-DQN (sb3-contrib):
+  `quantile_net.quantile_net.0` gives K quantiles per action, read by sb3-contrib as
+  (quantile, action) and reordered to jaxprobe's action-major layout, Q their mean.
 
 Observations are channel-first stacks of 4 grayscale 84x84 frames divided by 255 inside the
 policy, as in jaxprobe. The frames themselves are made differently: SB3's `AtariWrapper`
@@ -100,11 +102,12 @@ def _check_spaces(path: Path, data: dict) -> int:
 
 
 def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
-  """An SB3 PPO, A2C or DQN `CnnPolicy` Atari model as an `Agent`."""
+  """An SB3 PPO, A2C, DQN or sb3-contrib QR-DQN `CnnPolicy` Atari model as an `Agent`."""
   path = Path(path)
   data, state = _read_zip(path)
   state = {k: np.asarray(v, np.float32) for k, v in state.items()}
   module = str(data.get("policy_class", {}).get("__module__", ""))
+  quantiles = 0
   if "features_extractor.cnn.0.weight" in state and "action_net.weight" in state:
     kind, family = "actor_critic", "PPO or A2C (ActorCriticCnnPolicy)"
     if any(k.startswith("mlp_extractor.") for k in state):
@@ -130,11 +133,18 @@ def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
     head = _dense(state["q_net.q_net.0.weight"], state["q_net.q_net.0.bias"])
     params = dict(_torso(state, "q_net.features_extractor."), Dense_1=head)
   elif "quantile_net.features_extractor.cnn.0.weight" in state:
-    raise UserError(f"{path} is a QR-DQN model (sb3-contrib), which jaxprobe does not read yet; use PPO, A2C or DQN")
+    kind, family = "q", "QR-DQN (sb3-contrib CnnPolicy)"
+    if {k.split(".")[2] for k in state if k.startswith("quantile_net.quantile_net.")} != {"0"}:
+      raise UserError(f"{path}: the quantile head has extra layers (net_arch), which jaxprobe's network lacks")
+    weight, bias = state["quantile_net.quantile_net.0.weight"], state["quantile_net.quantile_net.0.bias"]
+    quantiles = weight.shape[0] // max(_check_spaces(path, data), 1)
+    # sb3-contrib reads its outputs as (quantile, action); jaxprobe's are action-major.
+    order = np.arange(weight.shape[0]).reshape(quantiles, -1).T.reshape(-1)
+    params = dict(_torso(state, "quantile_net.features_extractor."), Dense_1=_dense(weight[order], bias[order]))
   elif any(k.startswith("mlp_extractor.") or ".q_net.0." in k for k in state):
     raise UserError(f"{path} is an MLP policy; jaxprobe reads Atari agents with SB3's CnnPolicy")
   else:
-    raise UserError(f"{path} is not an SB3 CnnPolicy of PPO, A2C or DQN (parameters: {sorted(state)[:3]} ...)")
+    raise UserError(f"{path} is not an SB3 CnnPolicy of PPO, A2C, DQN or QR-DQN (parameters: {sorted(state)[:3]} ...)")
   num_actions = _check_spaces(path, data)
   env_id = env_id or envpool_id_in(str(path.absolute()))
   if env_id is None:
@@ -145,7 +155,7 @@ def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
       f"{path} chooses among {num_actions} actions, {env_id} has {game_actions(env_id)} (its minimal action "
       "set); give the game the model was trained on"
     )
-  spec = AgentSpec(kind=kind, num_actions=num_actions, env_id=env_id)
+  spec = AgentSpec(kind=kind, num_actions=num_actions, env_id=env_id, quantiles=quantiles)
   metadata: dict[str, Any] = dict(
     source=f"Stable-Baselines3 {family}",
     source_file=str(path.absolute()),
