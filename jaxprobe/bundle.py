@@ -24,12 +24,15 @@ import orbax.checkpoint as ocp
 
 from jaxprobe.errors import UserError
 from jaxprobe.files import write_atomic
+from jaxprobe.stops import uninterrupted
 
 TREE_DIR = "params"
 
 
+@uninterrupted()
 def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: str) -> Path:
-  """Writes `tree` (orbax) and `spec` (JSON, as `spec_file`) to directory `path`.
+  """Writes `tree` (orbax) and `spec` (JSON, as `spec_file`) to directory `path`; a stop asked for
+  meanwhile waits for the end (`stops.uninterrupted`).
 
   `what` names the kind of checkpoint in errors, e.g. "an agent checkpoint". A new checkpoint is
   written to a temporary sibling and renamed into place. An existing one is replaced in place:

@@ -73,15 +73,16 @@ def end_process(who: str, leftovers: dict[Path, bool], signum: int) -> NoReturn:
   """Ends the process at once on a stop outside the loops (see `jaxprobe.stops`): removes the
   folders the command created and left empty, prints one line, and exits with 128 + signum
   without the interpreter's teardown (native threads still running can crash it)."""
-  if leftovers:
-    from jaxprobe.files import remove_new_leftovers
+  try:
+    if leftovers:
+      from jaxprobe.files import remove_new_leftovers
 
-    for path, existed in leftovers.items():
-      remove_new_leftovers(path, existed)
-  print(interrupted_line(who, signum), file=sys.stderr)
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(128 + signum)
+      for path, existed in leftovers.items():
+        remove_new_leftovers(path, existed)
+    # os.write, not print: the main thread may be inside a write to the same stream (a progress bar).
+    os.write(2, (interrupted_line(who, signum) + "\n").encode())
+  finally:
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:

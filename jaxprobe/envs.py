@@ -63,7 +63,7 @@ def envpool_id_in(text: str) -> str | None:
   Gym's and the RL Zoo's (`PongNoFrameskip-v4`, `PongDeterministic-v4`, `ALE/Pong-v5`)."""
   ids = atari_env_ids()
   found = [i for i in ids if i in text]
-  for name in re.findall(r"([A-Z][A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v[045]\b", text):
+  for name in re.findall(r"([A-Z][A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v[045](?![A-Za-z0-9])", text):
     if f"{name}-v5" in ids:
       found.append(f"{name}-v5")
   return max(found, key=len) if found else None

@@ -8,10 +8,10 @@ handler installed here never raises. It records the signal, and then:
 - inside `polled()` (the long loops: training, collection, search), the loop calls `check()` at its
   safe points, and `check()` raises `errors.Interrupted` there, so the loop can say what it keeps;
 - inside `uninterrupted()` (a checkpoint or file write), the stop waits for the write to finish;
-- anywhere else (importing, loading, compiling, outside the loops), or at a second signal, the
-  process ends at once through the `at_once` function the executable gave (`cli.entry`: clean up,
-  print one line, `os._exit`), or raises `Interrupted` when none was given (`cli.main` called from
-  Python).
+- anywhere else (importing, loading, compiling, outside the loops), or at a second signal in a
+  loop (not inside a write, which always finishes first), the process ends at once through the
+  `at_once` function the executable gave (`cli.entry`: clean up, print one line, `os._exit`),
+  or raises `Interrupted` when none was given (`cli.main` called from Python).
 
 Signals belong to the whole process, so this one piece of state is module-level: `_stop`.
 Only the main thread runs signal handlers; `check()` and the blocks work from any thread.

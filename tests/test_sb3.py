@@ -161,3 +161,39 @@ def test_an_imported_sb3_agent_goes_through_the_whole_pipeline(tmp_path):
   for args in steps:
     assert main([*args, "--quiet"]) == 0, args
   assert "Pong-v5" in (tmp_path / "report.html").read_text()
+
+
+def torch_zip(pickled: bytes, storage: bytes = b"\0" * 4) -> bytes:
+  """A file laid out as torch.save lays it out, around a hand-written pickle."""
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w") as z:
+    z.writestr("archive/data.pkl", pickled)
+    z.writestr("archive/data/0", storage)
+  return buffer.getvalue()
+
+
+def tensor_record(size, stride, offset=0, numel=1) -> bytes:
+  """Pickle opcodes (protocol 0/1) of `_rebuild_tensor_v2(storage 0, offset, size, stride, False)`."""
+  ints = lambda xs: b"(" + b"".join(b"I%d\n" % x for x in xs) + b"t"
+  storage = b"(Vstorage\nctorch\nFloatStorage\nV0\nVcpu\nI%d\ntQ" % numel
+  return b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + b"I%d\n" % offset + ints(size) + ints(stride) + b"I00\ntR"
+
+
+def test_what_a_crafted_file_could_do_with_the_allowed_names_is_refused():
+  # A view outside its storage: 1,000 floats read from a storage of one.
+  with pytest.raises(UserError, match="does not fit its storage"):
+    load_torch_file(torch_zip(tensor_record((1000,), (1000,)) + b"."), "f")
+  with pytest.raises(UserError, match="does not fit its storage"):
+    load_torch_file(torch_zip(tensor_record((2,), (1,), offset=1, numel=1) + b"."), "f")
+  # A state set on an allowed object (here: the float storage type, to change its dtype).
+  with pytest.raises(UserError, match="sets the state of a _Storage; refused"):
+    load_torch_file(torch_zip(b"ctorch\nFloatStorage\n(Vdtype\nVu1\ndb."), "f")
+  # One stored storage rebuilt again and again: more tensor data than the file holds.
+  many = b"(" + tensor_record((65536,), (1,), numel=65536) * 40 + b"l."
+  with pytest.raises(UserError, match="builds far more tensor data than it stores"):
+    load_torch_file(torch_zip(many, b"\0" * 4 * 65536), "f")
+  # The same records within bounds load, as numpy.
+  ok = load_torch_file(
+    torch_zip(b"(" + tensor_record((2, 2), (2, 1), numel=4) + b"l.", np.arange(4, dtype="<f4").tobytes()), "f"
+  )
+  np.testing.assert_array_equal(ok[0], [[0, 1], [2, 3]])

@@ -79,8 +79,10 @@ def _read_zip(path: Path) -> tuple[dict, dict]:
   except ValueError:
     raise UserError(f"{path}: its data entry is not JSON; save the model again with SB3") from None
   state = load_torch_file(policy, f"{path} (policy.pth)")
-  if not isinstance(state, dict):
-    raise UserError(f"{path}: policy.pth holds a {type(state).__name__}, not a state dict")
+  if not isinstance(data, dict):
+    raise UserError(f"{path}: its data entry holds a {type(data).__name__}, not SB3's settings")
+  if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+    raise UserError(f"{path}: policy.pth holds a {type(state).__name__}, not a state dict of tensors")
   return data, state
 
 
@@ -137,7 +139,10 @@ def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
     if {k.split(".")[2] for k in state if k.startswith("quantile_net.quantile_net.")} != {"0"}:
       raise UserError(f"{path}: the quantile head has extra layers (net_arch), which jaxprobe's network lacks")
     weight, bias = state["quantile_net.quantile_net.0.weight"], state["quantile_net.quantile_net.0.bias"]
-    quantiles = weight.shape[0] // max(_check_spaces(path, data), 1)
+    actions = _check_spaces(path, data)
+    if weight.shape[0] < actions or weight.shape[0] % actions:
+      raise UserError(f"{path}: the quantile head has {weight.shape[0]} outputs, not a multiple of {actions} actions")
+    quantiles = weight.shape[0] // actions
     # sb3-contrib reads its outputs as (quantile, action); jaxprobe's are action-major.
     order = np.arange(weight.shape[0]).reshape(quantiles, -1).T.reshape(-1)
     params = dict(_torso(state, "quantile_net.features_extractor."), Dense_1=_dense(weight[order], bias[order]))

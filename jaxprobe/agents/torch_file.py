@@ -8,13 +8,17 @@ storage a persistent id `("storage", <torch.XStorage>, key, location, numel)`.
 
 A pickle can name any importable function and call it, so the unpickler here resolves only
 those few names, each to a plain numpy stand-in; any other name refuses the file with a
-`UserError` naming it, before anything is called.
+`UserError` naming it, before anything is called. It also refuses what a crafted file could do
+with the names it allows: a tensor view outside its storage, a state set on anything but an
+`OrderedDict`, and archives that unpack to more than `MAX_BYTES`.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -39,17 +43,32 @@ STORAGE_DTYPES = {
 }
 
 
-class _Storage:
-  """The class a storage type's name resolves to: it carries the dtype."""
+MAX_BYTES = 4 << 30  # of all storages together: an Atari agent has a few MB; more is refused
 
-  def __init__(self, dtype: Any):
-    self.dtype = dtype
+
+@dataclasses.dataclass(frozen=True)
+class _Storage:
+  """What a storage type's name resolves to: its dtype."""
+
+  dtype: Any
 
 
 def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray:
-  """`torch._utils._rebuild_tensor_v2`: a view of `storage` copied out as its own array."""
+  """`torch._utils._rebuild_tensor_v2`: the view of `storage` the file describes, copied out, after
+  checking that it lies inside the storage (a crafted file could otherwise read past it)."""
+  ints = lambda xs: isinstance(xs, tuple) and all(type(x) is int and x >= 0 for x in xs)
+  if not (isinstance(storage, np.ndarray) and type(offset) is int and ints(size) and ints(stride)):
+    raise UserError("a tensor record is malformed")
+  if len(size) != len(stride) or offset > storage.size:
+    raise UserError("a tensor record does not fit its storage")
   if not size:
+    if offset >= storage.size:
+      raise UserError("a tensor record does not fit its storage")
     return np.array(storage[offset])
+  if 0 not in size and (
+    offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.size or math.prod(size) > storage.size
+  ):
+    raise UserError("a tensor record does not fit its storage")
   strides = tuple(s * storage.itemsize for s in stride)
   return np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=strides).copy()
 
@@ -67,12 +86,27 @@ ALLOWED = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(pickle._Unpickler):  # the Python implementation, whose opcodes can be overridden
+  dispatch = dict(pickle._Unpickler.dispatch)
+
   def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, where: str):
     super().__init__(file)
     self.archive, self.prefix, self.where = archive, prefix, where
+    self.storages: dict[str, np.ndarray] = {}
+    self.copied = 0
+
+  def rebuild_tensor(self, *args: Any) -> np.ndarray:
+    """`_rebuild_tensor`, counting what it copies: a storage referred to again and again (a few
+    bytes of pickle each) must not make a small file fill the memory."""
+    tensor = _rebuild_tensor(*args)
+    self.copied += tensor.nbytes
+    if self.copied > 4 * sum(a.nbytes for a in self.storages.values()) + (1 << 20):
+      raise UserError(f"{self.where} builds far more tensor data than it stores; refused")
+    return tensor
 
   def find_class(self, module: str, name: str) -> Any:
+    if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+      return self.rebuild_tensor
     try:
       return ALLOWED[(module, name)]
     except KeyError:
@@ -81,15 +115,27 @@ class _Unpickler(pickle.Unpickler):
         "containers from a PyTorch file and refuses it (nothing was run)"
       ) from None
 
+  def load_build(self) -> None:
+    """BUILD sets an object's state: allowed on an OrderedDict only (a state dict's `_metadata`,
+    which is not needed and dropped), so a file cannot change the objects `ALLOWED` names."""
+    state = self.stack.pop()
+    if not isinstance(self.stack[-1], collections.OrderedDict):
+      raise UserError(f"{self.where} sets the state of a {type(self.stack[-1]).__name__}; refused (nothing was run)")
+    del state
+
+  dispatch[pickle.BUILD[0]] = load_build
+
   def persistent_load(self, pid: Any) -> np.ndarray:
     if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Storage)):
       raise UserError(f"{self.where} holds a storage record jaxprobe does not know ({str(pid)[:80]})")
     _, storage, key, _location, numel = pid
-    data = self.archive.read(f"{self.prefix}data/{key}")
-    array = np.frombuffer(data, dtype=np.dtype(storage.dtype).newbyteorder("<"))
-    if array.size < numel:
-      raise UserError(f"{self.where}: storage {key} holds {array.size} values, the file says {numel}")
-    return array
+    if key not in self.storages:  # read once, however often the pickle refers to it
+      data = self.archive.read(f"{self.prefix}data/{key}")
+      array = np.frombuffer(data, dtype=np.dtype(storage.dtype).newbyteorder("<"))
+      if type(numel) is not int or array.size < numel:
+        raise UserError(f"{self.where}: storage {key} holds {array.size} values, the file says {numel}")
+      self.storages[key] = array
+    return self.storages[key]
 
 
 def load_torch_file(data: bytes, where: str) -> Any:
@@ -103,6 +149,8 @@ def load_torch_file(data: bytes, where: str) -> Any:
     ) from None
   if len(pickles) != 1:
     raise UserError(f"{where} is not a PyTorch file: it has {len(pickles)} data.pkl entries, not one")
+  if sum(info.file_size for info in archive.infolist()) > MAX_BYTES:
+    raise UserError(f"{where} unpacks to more than {MAX_BYTES >> 30} GiB; no Atari agent is that large")
   prefix = pickles[0][: -len("data.pkl")]
   byteorder = f"{prefix}byteorder"  # absent in files of older PyTorch, which wrote little-endian
   if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
@@ -112,7 +160,8 @@ def load_torch_file(data: bytes, where: str) -> Any:
   except UserError:
     raise
   except Exception as e:  # a damaged pickle or archive raises many types
-    raise UserError(f"{where} is damaged ({type(e).__name__}: {str(e)[:120]}); download or save it again") from None
+    first = (str(e).strip().splitlines() or [""])[0][:120]
+    raise UserError(f"{where} is damaged ({type(e).__name__}: {first}); download or save it again") from None
 
 
 def read_torch_file(path: str | Path) -> Any:

@@ -165,7 +165,7 @@ def fidelity(
 
 def fidelity_row(f: dict) -> dict:
   """`fidelity`'s numbers as one flat table row: actions kept, objects drawn by size and by name."""
-  names = ("action_agreement", "action_agreement_shifted_1px", "action_agreement_noise", "L_a")
+  names = ("action_agreement", "action_agreement_shifted_1px", "action_agreement_noise", "L_a", "L_a_centred")
   row = {k: f[k] for k in (*names, "object_recall", "states_all_drawn", "object_precision")}
   row.update({f"recall_{size}": share for size, share in f["recall_by_size"].items()})
   row.update({"drawn_" + re.sub(r"\W+", "_", name): share for name, share in f["named_drawn"].items()})
