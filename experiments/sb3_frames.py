@@ -5,7 +5,8 @@ Stable-Baselines3's own Atari wrappers (gymnasium + ale-py `NoFrameskip-v4`, `At
     python experiments/sb3_frames.py --agent jaxprobe/assets/agents/pong --episodes 10 \
       --out experiments/results/sb3_frames/pong.json
 
-`--agent` is an SB3 zip, or a jaxprobe actor-critic agent, which is first written out as an SB3
+`--agent` is an SB3 zip, a game (`--agent Seaquest --train-sb3 200000`: an SB3 PPO agent is
+trained first, with RL Zoo's Atari settings), or a jaxprobe actor-critic agent, written out as an SB3
 PPO model (the inverse of `jaxprobe.agents.sb3`'s mapping, checked here on real frames: both
 libraries' logits on the same observations agree to 1e-4). Needs the test extra (SB3, torch)
 and ale-py (the bench extra). The SB3 side plays the real game for scoring: its episodes end at
@@ -50,6 +51,36 @@ def export_to_sb3(agent, path: Path):
   return model
 
 
+def train_sb3(env_id: str, steps: int, seed: int, path: Path):
+  """An SB3 PPO CnnPolicy trained for `steps` agent steps on `env_id` (RL Zoo's Atari settings:
+  8 envs, 128 steps, 4 epochs, batch 256, lr 2.5e-4, clip 0.1, entropy 0.01), saved at `path`."""
+  import ale_py
+  import gymnasium as gym
+  from stable_baselines3 import PPO
+  from stable_baselines3.common.env_util import make_atari_env
+  from stable_baselines3.common.vec_env import VecFrameStack
+
+  gym.register_envs(ale_py)
+  env = VecFrameStack(make_atari_env(env_id, n_envs=8, seed=seed), n_stack=4)
+  model = PPO(
+    "CnnPolicy",
+    env,
+    n_steps=128,
+    n_epochs=4,
+    batch_size=256,
+    learning_rate=2.5e-4,
+    clip_range=0.1,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    seed=seed,
+    device="cpu",
+  )
+  model.learn(total_timesteps=steps)
+  model.save(path)
+  env.close()
+  return model
+
+
 def play_in_sb3(model, env_id: str, episodes: int, epsilon: float, seed: int) -> list[float]:
   """Scores of `episodes` whole games in SB3's Atari wrappers, greedy with probability 1 - epsilon."""
   import ale_py
@@ -80,7 +111,8 @@ def play_in_sb3(model, env_id: str, episodes: int, epsilon: float, seed: int) ->
 def main() -> None:
   """Plays both, prints the two mean scores, writes --out."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--agent", required=True)
+  p.add_argument("--agent", required=True, help="an SB3 zip or a jaxprobe actor-critic agent; with --train-sb3: a game")
+  p.add_argument("--train-sb3", type=int, default=0, metavar="STEPS", help="first train an SB3 PPO agent on --agent")
   p.add_argument("--episodes", type=int, default=10)
   p.add_argument("--epsilon", type=float, default=0.01)
   p.add_argument("--seed", type=int, default=0)
@@ -94,6 +126,12 @@ def main() -> None:
   from jaxprobe.agents.play import evaluate
   from jaxprobe.files import write_json
 
+  if args.train_sb3:  # --agent names the game; the trained model goes to a temporary folder
+    trained = Path(tempfile.mkdtemp()) / f"ppo-{args.agent}NoFrameskip-v4.zip"
+    t = time.perf_counter()
+    train_sb3(f"{args.agent}NoFrameskip-v4", args.train_sb3, args.seed, trained)
+    print(f"trained SB3 PPO for {args.train_sb3} steps in {time.perf_counter() - t:.0f} s: {trained}")
+    args.agent = str(trained)
   agent = load_agent(args.agent)
   if args.agent.endswith(".zip"):
     zip_path, model = Path(args.agent), PPO.load(args.agent, device="cpu")
@@ -116,6 +154,7 @@ def main() -> None:
     agent=args.agent,
     env=dict(sb3=sb3_id, jaxprobe=agent.spec.env_id),
     episodes=args.episodes,
+    trained_sb3_steps=args.train_sb3,
     epsilon=args.epsilon,
     largest_log_prob_gap=gap,
     sb3=dict(
