@@ -103,13 +103,19 @@ def _check_spaces(path: Path, data: dict) -> int:
   return int(action["n"])
 
 
+def _one_layer(state: dict, prefix: str, path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+  """Weight and bias of a head that must be one linear layer, `{prefix}0.*` (extra `net_arch`
+  layers, `{prefix}2.*` and on, are refused)."""
+  if {k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix)} != {"0"}:
+    raise UserError(f"{path}: the {what} has extra layers (net_arch), which jaxprobe's network lacks")
+  return state[f"{prefix}0.weight"], state[f"{prefix}0.bias"]
+
+
 def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
   """An SB3 PPO, A2C, DQN or sb3-contrib QR-DQN `CnnPolicy` Atari model as an `Agent`."""
   path = Path(path)
   data, state = _read_zip(path)
   state = {k: np.asarray(v, np.float32) for k, v in state.items()}
-  module = str(data.get("policy_class", {}).get("__module__", ""))
-  quantiles = 0
   if "features_extractor.cnn.0.weight" in state and "action_net.weight" in state:
     kind, family = "actor_critic", "PPO or A2C (ActorCriticCnnPolicy)"
     if any(k.startswith("mlp_extractor.") for k in state):
@@ -122,49 +128,47 @@ def load_sb3(path: str | Path, env_id: str | None = None) -> Agent:
         f"{path}: the actor and the critic have separate CNNs (share_features_extractor=False); jaxprobe's "
         "actor-critic shares one"
       )
-    torso = _torso(state, "features_extractor.")
-    params = dict(
-      torso,
-      policy=_dense(state["action_net.weight"], state["action_net.bias"]),
-      value=_dense(state["value_net.weight"], state["value_net.bias"]),
-    )
+    torso, heads = "features_extractor.", dict(policy="action_net.", value="value_net.")
   elif "q_net.features_extractor.cnn.0.weight" in state:
     kind, family = "q", "DQN (CnnPolicy)"
-    if {k.split(".")[2] for k in state if k.startswith("q_net.q_net.")} != {"0"}:
-      raise UserError(f"{path}: the Q head has extra layers (net_arch), which jaxprobe's network lacks")
-    head = _dense(state["q_net.q_net.0.weight"], state["q_net.q_net.0.bias"])
-    params = dict(_torso(state, "q_net.features_extractor."), Dense_1=head)
+    head = _one_layer(state, "q_net.q_net.", path, "Q head")
+    torso = "q_net.features_extractor."
   elif "quantile_net.features_extractor.cnn.0.weight" in state:
     kind, family = "q", "QR-DQN (sb3-contrib CnnPolicy)"
-    if {k.split(".")[2] for k in state if k.startswith("quantile_net.quantile_net.")} != {"0"}:
-      raise UserError(f"{path}: the quantile head has extra layers (net_arch), which jaxprobe's network lacks")
-    weight, bias = state["quantile_net.quantile_net.0.weight"], state["quantile_net.quantile_net.0.bias"]
-    actions = _check_spaces(path, data)
-    if weight.shape[0] < actions or weight.shape[0] % actions:
-      raise UserError(f"{path}: the quantile head has {weight.shape[0]} outputs, not a multiple of {actions} actions")
-    quantiles = weight.shape[0] // actions
-    # sb3-contrib reads its outputs as (quantile, action); jaxprobe's are action-major.
-    order = np.arange(weight.shape[0]).reshape(quantiles, -1).T.reshape(-1)
-    params = dict(_torso(state, "quantile_net.features_extractor."), Dense_1=_dense(weight[order], bias[order]))
+    head = _one_layer(state, "quantile_net.quantile_net.", path, "quantile head")
+    torso = "quantile_net.features_extractor."
   elif any(k.startswith("mlp_extractor.") or ".q_net.0." in k for k in state):
     raise UserError(f"{path} is an MLP policy; jaxprobe reads Atari agents with SB3's CnnPolicy")
   else:
     raise UserError(f"{path} is not an SB3 CnnPolicy of PPO, A2C, DQN or QR-DQN (parameters: {sorted(state)[:3]} ...)")
-  num_actions = _check_spaces(path, data)
+  num_actions, quantiles = _check_spaces(path, data), 0
+  params = _torso(state, torso)
+  if kind == "actor_critic":
+    params |= {ours: _dense(state[f"{theirs}weight"], state[f"{theirs}bias"]) for ours, theirs in heads.items()}
+  elif family.startswith("QR-DQN"):
+    weight, bias = head
+    if weight.shape[0] < num_actions or weight.shape[0] % num_actions:
+      raise UserError(f"{path}: the quantile head has {weight.shape[0]} outputs, not a multiple of {num_actions}")
+    quantiles = weight.shape[0] // num_actions
+    # sb3-contrib reads its outputs as (quantile, action); jaxprobe's are action-major.
+    order = np.arange(weight.shape[0]).reshape(quantiles, -1).T.reshape(-1)
+    params["Dense_1"] = _dense(weight[order], bias[order])
+  else:
+    params["Dense_1"] = _dense(*head)
   env_id = env_id or envpool_id_in(str(path.absolute()))
   if env_id is None:
     raise UserError(f"{path} does not say which game it plays: pass --env (e.g. Pong-v5), or name the file after it")
   env_id = check_env_id(env_id)
-  if num_actions != game_actions(env_id):
+  if num_actions != (game := game_actions(env_id)):
     raise UserError(
-      f"{path} chooses among {num_actions} actions, {env_id} has {game_actions(env_id)} (its minimal action "
-      "set); give the game the model was trained on"
+      f"{path} chooses among {num_actions} actions, {env_id} has {game} (its minimal action set); give the game "
+      "the model was trained on"
     )
   spec = AgentSpec(kind=kind, num_actions=num_actions, env_id=env_id, quantiles=quantiles)
   metadata: dict[str, Any] = dict(
     source=f"Stable-Baselines3 {family}",
     source_file=str(path.absolute()),
-    policy_module=module,
+    policy_module=str(data.get("policy_class", {}).get("__module__", "")),
     training_differences=TRAINING_DIFFERENCES,
   )
   return Agent(spec, fit_params(spec, {"params": params}, f"SB3 model {path}"), metadata)
