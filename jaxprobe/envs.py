@@ -60,9 +60,11 @@ def atari_env_ids() -> tuple[str, ...]:
 
 def envpool_id_in(text: str) -> str | None:
   """The envpool id of the game a path or name mentions, or None: envpool's own ids (`Pong-v5`),
-  Gym's and the RL Zoo's (`PongNoFrameskip-v4`, `PongDeterministic-v4`, `ALE/Pong-v5`)."""
+  Gym's and the RL Zoo's (`PongNoFrameskip-v4`, `PongDeterministic-v4`, `ALE/Pong-v5`), or a path
+  component that is the game's name (Dopamine's runs: `.../Pong/1/checkpoints/ckpt.9`)."""
   ids = atari_env_ids()
   found = [i for i in ids if i in text]
+  found += [f"{part}-v5" for part in re.split(r"[/\\]", text) if f"{part}-v5" in ids]
   for name in re.findall(r"([A-Z][A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v[045](?![A-Za-z0-9])", text):
     if f"{name}-v5" in ids:
       found.append(f"{name}-v5")

@@ -7,7 +7,8 @@ network themselves:
 
     agent = load_agent("jaxprobe/assets/agents/pong")
     out = agent.spec.apply(agent.params, obs)   # {"q": (N, A)} or {"logits": (N, A), "value": (N,)}
-                                                # (QR-DQN adds "quantiles": (N, A, K); q is their mean)
+                                                # (QR-DQN and IQN add "quantiles": (N, A, K), C51
+                                                # "probabilities": (N, A, K); q is their mean / expectation)
     actions = act(agent.spec, agent.params, obs, key, epsilon=0.05)
 """
 
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.agents.nature_cnn import ActorCritic, QNetwork
+from jaxprobe.agents.nature_cnn import ActorCritic, ImplicitQuantileNetwork, QNetwork
 from jaxprobe.conv import conv_module
 from jaxprobe.envs import AGENT_OBS_SHAPE
 from jaxprobe.errors import UserError
@@ -43,14 +44,28 @@ class AgentSpec:
   obs_format: str = OBS_FORMAT
   # QR-DQN: quantiles of the return per action (`nature_cnn.QNetwork`), q their mean; 0: Q-values.
   quantiles: int = 0
+  # C51 / Rainbow: the returns z_1..z_K of a categorical head's atoms, q the expectation; (): none.
+  support: tuple[float, ...] = ()
+  # IQN (`nature_cnn.ImplicitQuantileNetwork`): the cosine embedding's size (0: not IQN) and how
+  # many fixed quantile levels q averages over.
+  tau_embedding: int = 0
+  tau_samples: int = 32
+  # The convolutions' padding: VALID (CleanRL, SB3, jaxprobe: Dense_0 3136 -> 512) or SAME (Dopamine: 7744).
+  padding: str = "VALID"
   # How convolutions are computed (never what is stored): this backend's fastest, `jaxprobe.conv`.
   conv: Callable[..., nn.Module] = dataclasses.field(default_factory=conv_module, compare=True, repr=False)
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"agent kind must be one of {KINDS}, got {self.kind!r}")
-    if self.quantiles and self.kind != "q":
-      raise ValueError("only Q agents have quantiles")
+    if (self.quantiles or self.support or self.tau_embedding) and self.kind != "q":
+      raise ValueError("only Q agents have distributional heads")
+    if sum(map(bool, (self.quantiles, self.support, self.tau_embedding))) > 1:
+      raise ValueError("an agent has one head: quantiles, a categorical support or IQN's embedding")
+    if self.padding not in ("VALID", "SAME"):
+      raise ValueError(f"padding must be VALID or SAME, got {self.padding!r}")
+    if self.tau_embedding and self.tau_samples < 1:
+      raise ValueError("IQN needs at least one quantile level")
 
   @property
   def obs_shape(self) -> tuple[int, ...]:
@@ -69,8 +84,21 @@ class AgentSpec:
 
   def network(self, activation: Callable = nn.relu) -> nn.Module:
     """The Flax module; `activation` replaces the ReLUs (guided backprop)."""
+    if self.tau_embedding:
+      return ImplicitQuantileNetwork(
+        self.num_actions, self.tau_embedding, self.tau_samples, activation, self.conv, self.padding
+      )
     if self.kind == "q":
-      return QNetwork(self.num_actions, activation=activation, conv=self.conv, num_quantiles=self.quantiles)
+      return QNetwork(
+        self.num_actions,
+        activation,
+        self.conv,
+        num_quantiles=self.quantiles,
+        support=self.support,
+        padding=self.padding,
+      )
+    if self.padding != "VALID":
+      raise ValueError("jaxprobe's actor-critic network has VALID padding only")
     return ActorCritic(num_actions=self.num_actions, activation=activation, conv=self.conv)
 
   def init(self, key: jax.Array) -> Params:
@@ -83,14 +111,26 @@ class AgentSpec:
 
   def features(self, params: Params, obs: jnp.ndarray) -> jnp.ndarray:
     """The torso's output `(N, 512)` for a batch of observations: how the agent reads a state, before
-    its heads (the ReLU of `Dense_0`, docs/agents.md)."""
-    _, state = self.network().apply(params, obs, capture_intermediates=lambda module, _: module.name == "Dense_0")
-    return nn.relu(state["intermediates"]["Dense_0"]["__call__"][0])
+    its heads (the ReLU of `Dense_0`; IQN's `Dense_1`, averaged over its quantile levels; docs/agents.md)."""
+    layer = "Dense_1" if self.tau_embedding else "Dense_0"
+    _, state = self.network().apply(params, obs, capture_intermediates=lambda module, _: module.name == layer)
+    x = nn.relu(state["intermediates"][layer]["__call__"][0])
+    return x.mean(1) if self.tau_embedding else x
 
   def to_json(self) -> dict[str, Any]:
     """The spec as the JSON an agent checkpoint stores."""
-    extra = dict(quantiles=self.quantiles) if self.quantiles else {}
+    extra = {
+      name: getattr(self, name)
+      for name, default in HEAD_DEFAULTS.items()
+      if getattr(self, name) != default and (name != "tau_samples" or self.tau_embedding)
+    }
+    if "support" in extra:
+      extra["support"] = list(self.support)
     return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format, **extra)
+
+
+# The fields agent.json stores only where they differ from these (older files lack them).
+HEAD_DEFAULTS = dict(quantiles=0, support=(), tau_embedding=0, tau_samples=32, padding="VALID")
 
 
 @dataclasses.dataclass(frozen=True)

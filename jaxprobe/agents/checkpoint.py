@@ -5,8 +5,9 @@ An agent directory holds:
                  format, and free-form metadata (how it was trained, its scores)
     params/      the params pytree, written by orbax-checkpoint
 
-so `load_agent(path)` needs nothing else. CleanRL `.cleanrl_model` files load
-through the same call (see `jaxprobe.agents.cleanrl`).
+so `load_agent(path)` needs nothing else. CleanRL `.cleanrl_model` files, Stable-Baselines3
+zips and Dopamine JAX checkpoints load through the same call (`jaxprobe.agents.cleanrl`,
+`.sb3`, `.dopamine`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, fit_params
+from jaxprobe.agents.agent import HEAD_DEFAULTS, KINDS, Agent, AgentSpec, fit_params
 from jaxprobe.agents.cleanrl import load_cleanrl
+from jaxprobe.agents.dopamine import is_dopamine, load_dopamine
 from jaxprobe.agents.sb3 import load_sb3
 from jaxprobe.bundle import check_finite, read_tree, save_bundle
 from jaxprobe.bundle import read_spec as bundle_spec
@@ -46,6 +48,10 @@ def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
       env_id=meta["env_id"],
       obs_format=meta["obs_format"],
       quantiles=int(meta.get("quantiles", 0)),
+      support=tuple(float(z) for z in meta.get("support", ())),
+      tau_embedding=int(meta.get("tau_embedding", 0)),
+      tau_samples=int(meta.get("tau_samples", HEAD_DEFAULTS["tau_samples"])),
+      padding=str(meta.get("padding", "VALID")),
     )
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(
@@ -56,21 +62,26 @@ def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
 
 
 def load_agent(path: str | Path, env_id: str | None = None, verify: bool = True) -> Agent:
-  """Loads a jaxprobe agent directory, a CleanRL `.cleanrl_model` file or a Stable-Baselines3 `.zip`.
+  """Loads a jaxprobe agent directory, a CleanRL `.cleanrl_model` file, a Stable-Baselines3 `.zip`
+  or a Dopamine JAX checkpoint (`ckpt.N`, or its run's folder).
 
   A jaxprobe agent's parameters must match the checksum saved with them (unless `verify` is
   False); every format's must fit the network and be finite. `env_id` is needed only for
-  CleanRL DQN and SB3 files whose path does not name the game.
+  CleanRL DQN, SB3 and Dopamine files whose path does not name the game.
   """
   path = Path(path)
   if not path.exists():
     raise UserError(
-      f"no agent checkpoint at {path}: give a jaxprobe agent directory, a CleanRL .cleanrl_model file or a "
-      "Stable-Baselines3 .zip"
+      f"no agent checkpoint at {path}: give a jaxprobe agent directory, a CleanRL .cleanrl_model file, a "
+      "Stable-Baselines3 .zip or a Dopamine ckpt.N"
     )
-  if path.is_file():
-    sb3 = path.suffix == ".zip" or zipfile.is_zipfile(path)
-    agent = load_sb3(path, env_id) if sb3 else load_cleanrl(path, env_id)
+  if path.is_file() or (is_dopamine(path) and not (path / SPEC_FILE).exists()):
+    if is_dopamine(path):
+      agent = load_dopamine(path, env_id)
+    elif path.suffix == ".zip" or zipfile.is_zipfile(path):
+      agent = load_sb3(path, env_id)
+    else:
+      agent = load_cleanrl(path, env_id)
     check_finite(agent.params, f"agent checkpoint {path}")
     return agent
   meta = bundle_spec(path, SPEC_FILE, "agent checkpoint", FORMAT_VERSION)

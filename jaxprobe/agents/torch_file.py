@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import io
 import math
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from jaxprobe.agents.pickled import RestrictedUnpickler
 from jaxprobe.errors import UserError
 
 STORAGE_DTYPES = {
@@ -86,12 +86,13 @@ ALLOWED = {
 }
 
 
-class _Unpickler(pickle._Unpickler):  # the Python implementation, whose opcodes can be overridden
-  dispatch = dict(pickle._Unpickler.dispatch)
+class _Unpickler(RestrictedUnpickler):
+  allowed = ALLOWED
+  what = "tensors and plain containers"
 
   def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, where: str):
-    super().__init__(file)
-    self.archive, self.prefix, self.where = archive, prefix, where
+    super().__init__(file, where)
+    self.archive, self.prefix = archive, prefix
     self.storages: dict[str, np.ndarray] = {}
     self.copied = 0
 
@@ -104,26 +105,16 @@ class _Unpickler(pickle._Unpickler):  # the Python implementation, whose opcodes
       raise UserError(f"{self.where} builds far more tensor data than it stores; refused")
     return tensor
 
-  def find_class(self, module: str, name: str) -> Any:
+  def resolve(self, module: str, name: str) -> Any:
     if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
       return self.rebuild_tensor
-    try:
-      return ALLOWED[(module, name)]
-    except KeyError:
-      raise UserError(
-        f"{self.where} asks to run {module}.{name} when loaded; jaxprobe reads only tensors and plain "
-        "containers from a PyTorch file and refuses it (nothing was run)"
-      ) from None
+    return super().resolve(module, name)
 
-  def load_build(self) -> None:
+  def build(self, obj: Any, state: Any) -> None:
     """BUILD sets an object's state: allowed on an OrderedDict only (a state dict's `_metadata`,
     which is not needed and dropped), so a file cannot change the objects `ALLOWED` names."""
-    state = self.stack.pop()
-    if not isinstance(self.stack[-1], collections.OrderedDict):
-      raise UserError(f"{self.where} sets the state of a {type(self.stack[-1]).__name__}; refused (nothing was run)")
-    del state
-
-  dispatch[pickle.BUILD[0]] = load_build
+    if not isinstance(obj, collections.OrderedDict):
+      super().build(obj, state)
 
   def persistent_load(self, pid: Any) -> np.ndarray:
     if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Storage)):

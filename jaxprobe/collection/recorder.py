@@ -59,13 +59,16 @@ def array_specs(agent: Agent, frames: int) -> dict:
 
 
 def make_explainer(agent: Agent, blur_size: int):
-  """A jitted `explain(params, obs) -> (outputs, M(x))`: the agent's outputs and saliency masks."""
+  """A jitted `explain(params, obs) -> (outputs, M(x))`: the agent's head outputs (`spec.heads`, what a
+  dataset stores) and saliency masks."""
   spec = agent.spec
 
   @jax.jit
   def explain(params, obs):
     outputs = spec.apply(params, obs)
-    return outputs, saliency.saliency_mask(saliency.guided_backprop(spec, params, obs), blur_size)
+    return {k: outputs[k] for k in spec.heads}, saliency.saliency_mask(
+      saliency.guided_backprop(spec, params, obs), blur_size
+    )
 
   return explain
 

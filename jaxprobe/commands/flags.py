@@ -14,7 +14,10 @@ from typing import Any, Callable
 
 from jaxprobe.config import FINITE, POSITIVE_INT, PROBABILITY, SEED
 
-AGENT_HELP = "agent checkpoint: a jaxprobe agent directory, a CleanRL .cleanrl_model file or a Stable-Baselines3 .zip"
+AGENT_HELP = (
+  "agent checkpoint: a jaxprobe agent directory, a CleanRL .cleanrl_model file, a Stable-Baselines3 .zip or a "
+  "Dopamine JAX ckpt.N (or its run folder)"
+)
 
 
 def agent(p: argparse.ArgumentParser, help: str = AGENT_HELP, required: bool = True) -> None:

@@ -224,7 +224,9 @@ def build_report(runs: Sequence[dict], agent: Agent, dataset: Dataset, rollouts:
     f"<!doctype html><html><head><meta charset='utf-8'><title>jaxprobe report: {e(agent.spec.env_id)}</title>"
     f"<style>{CSS}</style></head><body>",
     f"<h1>Weaknesses of the {e(agent.spec.kind)} agent on {e(agent.spec.env_id)}</h1>",
-    f"<p class='meta'>agent {e(runs[0]['agent'].get('path', ''))} (fingerprint {e(fingerprint(agent.params))}); "
+    f"<p class='meta'>agent {e(runs[0]['agent'].get('path', ''))}"
+    + (f", imported from {e(str(agent.metadata['source']))}" if "source" in agent.metadata else "")
+    + f" (fingerprint {e(fingerprint(agent.params))}); "
     f"dataset {e(str(dataset.path))} ({len(dataset)} states).</p><p>Each sample shows three frames: "
     f"<b>the synthesized state</b>, <b>its nearest real state by pixels</b>, and <b>the real state whose "
     f"target value is closest</b> (newest frame of each stack); a search started from real states "
