@@ -64,11 +64,14 @@ def envpool_id_in(text: str) -> str | None:
   component that is the game's name (Dopamine's runs: `.../Pong/1/checkpoints/ckpt.9`)."""
   ids = atari_env_ids()
   found = [i for i in ids if i in text]
-  found += [f"{part}-v5" for part in re.split(r"[/\\]", text) if f"{part}-v5" in ids]
   for name in re.findall(r"([A-Z][A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v[045](?![A-Za-z0-9])", text):
     if f"{name}-v5" in ids:
       found.append(f"{name}-v5")
-  return max(found, key=len) if found else None
+  if found:
+    return max(found, key=len)
+  # No id: the path component nearest the file that is a game's name.
+  named = [f"{part}-v5" for part in re.split(r"[/\\]", text) if f"{part}-v5" in ids]
+  return named[-1] if named else None
 
 
 def check_env_id(env_id: str) -> str:

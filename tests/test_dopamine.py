@@ -15,6 +15,7 @@ import os
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import flax.core
 import jax
@@ -25,6 +26,7 @@ import pytest
 from flax.training.checkpoints import convert_pre_linen
 
 from jaxprobe.agents import load_agent, save_agent
+from jaxprobe.agents.agent import AgentSpec
 from jaxprobe.agents.dopamine import convert_pre_linen as our_convert_pre_linen
 from jaxprobe.cli import main
 from jaxprobe.errors import UserError
@@ -113,7 +115,7 @@ def as_envpool(x):
   return np.transpose(x, (0, 3, 1, 2))  # (N, 4, 84, 84), the same frames
 
 
-def write_checkpoint(dopamine, folder, params, iteration=3, frozen=True):
+def write_checkpoint(dopamine, folder, params, iteration=3, frozen=True, protocol=None):
   """`ckpt.N` as Dopamine's runner writes it: the agent's bundle plus the runner's fields."""
   if frozen:  # flax before 0.8 returned FrozenDicts from init; the published agents' files hold them
     params = flax.core.FrozenDict(params)
@@ -126,7 +128,11 @@ def write_checkpoint(dopamine, folder, params, iteration=3, frozen=True):
     "current_iteration": iteration,
     "logs": {f"iteration_{iteration}": {"train_episode_returns": [np.float64(-21.0)]}},
   }
-  dopamine.checkpointer.Checkpointer(str(folder)).save_checkpoint(iteration, bundle)
+  if protocol is None:
+    dopamine.checkpointer.Checkpointer(str(folder)).save_checkpoint(iteration, bundle)
+  else:  # as the Checkpointer writes under a Python whose default protocol is `protocol` (3.14: 5)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"ckpt.{iteration}").write_bytes(pickle.dumps(bundle, protocol=protocol))
   return folder / f"ckpt.{iteration}"
 
 
@@ -139,9 +145,10 @@ def test_dqn_checkpoints_give_dopamines_q_values(dopamine, tmp_path):
   params = network.init(jax.random.PRNGKey(1), jnp.zeros((84, 84, 4), jnp.uint8))
   x = states()
   expected = dopamine_outputs(network, params, x).q_values
-  for frozen in (True, False):  # flax's FrozenDict (older Dopamine), a plain dict (flax >= 0.8)
-    folder = tmp_path / f"frozen{frozen}" / "Pong" / "1" / "checkpoints"
-    write_checkpoint(dopamine, folder, params, frozen=frozen)
+  # flax's FrozenDict (older Dopamine), a plain dict (flax >= 0.8); pickle protocol 5 (Python 3.14's default)
+  for frozen, protocol in ((True, None), (False, None), (False, 5)):
+    folder = tmp_path / f"frozen{frozen}{protocol}" / "Pong" / "1" / "checkpoints"
+    write_checkpoint(dopamine, folder, params, frozen=frozen, protocol=protocol)
     agent = load_agent(folder.parent)  # the run's folder: its newest complete checkpoint
     assert agent.spec.env_id == "Pong-v5" and agent.spec.padding == "SAME"
     assert agent.metadata["source"] == "Dopamine JAX DQN" and agent.metadata["training_steps"] == 1234
@@ -167,14 +174,14 @@ def test_c51_checkpoints_give_dopamines_distribution_and_q_values(dopamine, tmp_
 
 
 def test_qr_dqn_checkpoints_give_dopamines_quantiles(dopamine, tmp_path):
-  network = dopamine.networks.QuantileNetwork(num_actions=6, num_atoms=20)
+  network = dopamine.networks.QuantileNetwork(num_actions=6, num_atoms=200)  # quantile.gin's
   params = network.init(jax.random.PRNGKey(3), jnp.zeros((84, 84, 4), jnp.uint8))
   x = states()
   expected = dopamine_outputs(network, params, x)
-  file = write_checkpoint(dopamine, tmp_path / "jax_quantile" / "Pong" / "checkpoints", params)
+  file = write_checkpoint(dopamine, tmp_path / "runs" / "Pong" / "checkpoints", params)
   agent = load_agent(file)
   out = agent.spec.apply(agent.params, as_envpool(x))
-  assert agent.spec.quantiles == 20
+  assert agent.spec.quantiles == 200
   np.testing.assert_allclose(out["quantiles"], expected.logits, atol=1e-5)
   np.testing.assert_allclose(out["q"], expected.q_values, atol=1e-5)
 
@@ -190,7 +197,7 @@ def test_iqn_checkpoints_give_dopamines_quantiles_at_the_fixed_levels(dopamine, 
   file = write_checkpoint(dopamine, tmp_path / "iqn" / "Seaquest" / "checkpoints", params)
   agent = load_agent(file)
   out = agent.spec.apply(agent.params, as_envpool(x))
-  assert agent.spec.tau_embedding == 64 and agent.spec.env_id == "Seaquest-v5"
+  assert agent.spec.tau_embedding == 64 and agent.spec.env_id == "Seaquest-v5" and len(agent.spec.taus) == 32
   np.testing.assert_allclose(out["quantiles"], np.swapaxes(expected.quantile_values, 1, 2), atol=1e-5)
   np.testing.assert_allclose(out["q"], expected.quantile_values.mean(1), atol=1e-5)
   np.testing.assert_allclose(expected.quantiles[0, :, 0], jax.random.uniform(jax.random.PRNGKey(0), (32, 1))[:, 0])
@@ -238,6 +245,96 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
     load_agent(folder / "ckpt.2")
 
 
+def crafted(tmp_path, name: str, kernel_opcodes: bytes) -> Path:
+  """A DQN checkpoint for Pong whose Dense_1 kernel is replaced by hand-written pickle opcodes."""
+  spec = AgentSpec("q", 6, "Pong-v5", padding="SAME")
+  params = {k: dict(v) for k, v in jax.tree.map(np.asarray, spec.init(jax.random.key(0)))["params"].items()}
+  params["Dense_1"]["kernel"] = "PLACEHOLDER"
+  raw = pickle.dumps({"online_params": {"params": params}, "training_steps": 1}, protocol=3)
+  folder = tmp_path / name / "Pong" / "checkpoints"
+  folder.mkdir(parents=True)
+  (folder / "ckpt.1").write_bytes(raw.replace(b"X\x0b\x00\x00\x00PLACEHOLDER", kernel_opcodes))
+  return folder / "ckpt.1"
+
+
+def test_what_a_crafted_checkpoint_could_do_with_the_allowed_names_is_refused(tmp_path):
+  g = lambda module, name: b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+  text = lambda t: b"X" + len(t).to_bytes(4, "little") + t.encode()
+  num = lambda i: b"J" + i.to_bytes(4, "little", signed=True)
+  put, get = (lambda i: b"r" + i.to_bytes(4, "little")), (lambda i: b"j" + i.to_bytes(4, "little"))
+  cases = {
+    # numpy's constructor: a view of another array's buffer, which a later BUILD would free.
+    "view": g("numpy", "ndarray") + b"(" + num(8) + b"\x85" + text("u1") + b"tR" + put(9) + b"0" + get(9),
+    # a dtype whose state the file sets: a sub-array dtype that reads past an 8-byte scalar.
+    "dtype": g("numpy._core.multiarray", "scalar")
+    + b"("
+    + g("numpy", "dtype")
+    + b"("
+    + text("f8")
+    + b"\x89\x88tR"
+    + b"("
+    + num(3)
+    + text("<")
+    + b"("
+    + text("f8")
+    + num(1000)
+    + b"\x85t"
+    + b"NN"
+    + num(-1)
+    + num(-1)
+    + num(0)
+    + b"tb"
+    + b"C\x08"
+    + b"\0" * 8
+    + b"\x86R",
+    # an array whose state claims more bytes than it holds.
+    "short": g("numpy._core.multiarray", "_reconstruct")
+    + b"("
+    + g("numpy", "ndarray")
+    + num(0)
+    + b"\x85"
+    + b"C\x01b"
+    + b"tR"
+    + b"("
+    + num(1)
+    + b"("
+    + num(512)
+    + num(6)
+    + b"t"
+    + g("numpy", "dtype")
+    + b"("
+    + text("f4")
+    + b"\x89\x88tR("
+    + num(3)
+    + text("<")
+    + b"NNN"
+    + num(-1)
+    + num(-1)
+    + num(0)
+    + b"tb\x89C\x04abcdtb",
+    # an object array, whose elements would be pickles again.
+    "object": g("numpy", "dtype") + b"(" + text("O8") + b"\x89\x88tR",
+  }
+  messages = {
+    "view": "not a readable Dopamine checkpoint",
+    "dtype": "a dtype record is malformed",
+    "short": "does not hold as many bytes as its shape needs",
+    "object": "only numeric arrays are read",
+  }
+  for name, opcodes in cases.items():
+    with pytest.raises(UserError, match=messages[name]):
+      load_agent(crafted(tmp_path, name, opcodes))
+  # A name with a line break in it stays one line.
+  with pytest.raises(UserError) as refused:
+    load_agent(crafted(tmp_path, "newline", text("os\nsystem") + text("x") + b"\x93"))
+  assert "\n" not in str(refused.value)
+  # The honest records of the same kinds load.
+  kernel = np.arange(512 * 6, dtype=np.float32).reshape(512, 6)
+  ok = pickle.dumps(kernel, protocol=3)[2:-1]  # the array's opcodes, without PROTO and STOP
+  agent = load_agent(crafted(tmp_path, "honest", ok))
+  np.testing.assert_array_equal(agent.params["params"]["Dense_1"]["kernel"], kernel)
+
+
 def test_files_that_are_not_what_they_claim_are_refused_in_one_line(dopamine, tmp_path, capsys):
   network = dopamine.networks.NatureDQNNetwork(num_actions=7)
   params = network.init(jax.random.PRNGKey(1), jnp.zeros((84, 84, 4), jnp.uint8))
@@ -246,6 +343,12 @@ def test_files_that_are_not_what_they_claim_are_refused_in_one_line(dopamine, tm
     dopamine,
     tmp_path / "good" / "Pong",
     dopamine.networks.NatureDQNNetwork(6).init(jax.random.PRNGKey(1), jnp.zeros((84, 84, 4), jnp.uint8)),
+  )
+  c51 = dopamine.networks.RainbowNetwork(num_actions=18, num_atoms=51)
+  c51_18 = write_checkpoint(
+    dopamine,
+    tmp_path / "c51_18" / "Pong",
+    c51.init(jax.random.PRNGKey(1), jnp.zeros((84, 84, 4), jnp.uint8), support=jnp.linspace(-10, 10, 51)),
   )
   truncated = tmp_path / "truncated" / "Pong" / "ckpt.3"
   truncated.parent.mkdir(parents=True)
@@ -258,7 +361,8 @@ def test_files_that_are_not_what_they_claim_are_refused_in_one_line(dopamine, tm
   for suffix in ("index", "meta", "data-00000-of-00001"):
     (tf_run / f"tf_ckpt-4.{suffix}").write_bytes(b"\0")
   cases = {
-    str(wrong): "chooses among 7 outputs, Pong-v5 has 6 actions",
+    str(wrong): "its last layer has 7 outputs, which is neither Pong-v5's 6 Q-values nor 51 atoms",
+    str(c51_18): "its last layer has 918 outputs",  # an 18-action C51 is not read as a 153-atom one
     str(truncated): "is not a readable Dopamine checkpoint",
     str(tf_run.parent): "is a Dopamine TensorFlow agent's checkpoint (its weights are in tf_ckpt-4 files)",
     str(tf_run / "tf_ckpt-4.index"): "is a Dopamine TensorFlow agent's checkpoint",

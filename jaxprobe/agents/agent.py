@@ -46,10 +46,10 @@ class AgentSpec:
   quantiles: int = 0
   # C51 / Rainbow: the returns z_1..z_K of a categorical head's atoms, q the expectation; (): none.
   support: tuple[float, ...] = ()
-  # IQN (`nature_cnn.ImplicitQuantileNetwork`): the cosine embedding's size (0: not IQN) and how
-  # many fixed quantile levels q averages over.
+  # IQN (`nature_cnn.ImplicitQuantileNetwork`): the cosine embedding's size (0: not IQN) and the
+  # fixed quantile levels q averages over (stored, so a saved agent reads the same on any jax).
   tau_embedding: int = 0
-  tau_samples: int = 32
+  taus: tuple[float, ...] = ()
   # The convolutions' padding: VALID (CleanRL, SB3, jaxprobe: Dense_0 3136 -> 512) or SAME (Dopamine: 7744).
   padding: str = "VALID"
   # How convolutions are computed (never what is stored): this backend's fastest, `jaxprobe.conv`.
@@ -64,8 +64,10 @@ class AgentSpec:
       raise ValueError("an agent has one head: quantiles, a categorical support or IQN's embedding")
     if self.padding not in ("VALID", "SAME"):
       raise ValueError(f"padding must be VALID or SAME, got {self.padding!r}")
-    if self.tau_embedding and self.tau_samples < 1:
-      raise ValueError("IQN needs at least one quantile level")
+    if bool(self.tau_embedding) != bool(self.taus) or not all(0.0 <= t <= 1.0 for t in self.taus):
+      raise ValueError("IQN needs its embedding size and at least one quantile level in [0, 1]")
+    if self.kind == "actor_critic" and self.padding != "VALID":
+      raise ValueError("jaxprobe's actor-critic network has VALID padding only")
 
   @property
   def obs_shape(self) -> tuple[int, ...]:
@@ -86,7 +88,7 @@ class AgentSpec:
     """The Flax module; `activation` replaces the ReLUs (guided backprop)."""
     if self.tau_embedding:
       return ImplicitQuantileNetwork(
-        self.num_actions, self.tau_embedding, self.tau_samples, activation, self.conv, self.padding
+        self.num_actions, self.tau_embedding, self.taus, activation, self.conv, self.padding
       )
     if self.kind == "q":
       return QNetwork(
@@ -97,8 +99,6 @@ class AgentSpec:
         support=self.support,
         padding=self.padding,
       )
-    if self.padding != "VALID":
-      raise ValueError("jaxprobe's actor-critic network has VALID padding only")
     return ActorCritic(num_actions=self.num_actions, activation=activation, conv=self.conv)
 
   def init(self, key: jax.Array) -> Params:
@@ -119,18 +119,13 @@ class AgentSpec:
 
   def to_json(self) -> dict[str, Any]:
     """The spec as the JSON an agent checkpoint stores."""
-    extra = {
-      name: getattr(self, name)
-      for name, default in HEAD_DEFAULTS.items()
-      if getattr(self, name) != default and (name != "tau_samples" or self.tau_embedding)
-    }
-    if "support" in extra:
-      extra["support"] = list(self.support)
+    extra = {name: getattr(self, name) for name, default in HEAD_DEFAULTS.items() if getattr(self, name) != default}
+    extra |= {name: list(extra[name]) for name in ("support", "taus") if name in extra}
     return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format, **extra)
 
 
 # The fields agent.json stores only where they differ from these (older files lack them).
-HEAD_DEFAULTS = dict(quantiles=0, support=(), tau_embedding=0, tau_samples=32, padding="VALID")
+HEAD_DEFAULTS = dict(quantiles=0, support=(), tau_embedding=0, taus=(), padding="VALID")
 
 
 @dataclasses.dataclass(frozen=True)

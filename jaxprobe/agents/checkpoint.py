@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.agents.agent import HEAD_DEFAULTS, KINDS, Agent, AgentSpec, fit_params
+from jaxprobe.agents.agent import KINDS, Agent, AgentSpec, fit_params
 from jaxprobe.agents.cleanrl import load_cleanrl
 from jaxprobe.agents.dopamine import is_dopamine, load_dopamine
 from jaxprobe.agents.sb3 import load_sb3
@@ -50,7 +50,7 @@ def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
       quantiles=int(meta.get("quantiles", 0)),
       support=tuple(float(z) for z in meta.get("support", ())),
       tau_embedding=int(meta.get("tau_embedding", 0)),
-      tau_samples=int(meta.get("tau_samples", HEAD_DEFAULTS["tau_samples"])),
+      taus=tuple(float(t) for t in meta.get("taus", ())),
       padding=str(meta.get("padding", "VALID")),
     )
   except (KeyError, TypeError, ValueError) as e:

@@ -17,11 +17,12 @@ The online network's params are mapped to jaxprobe's `AgentSpec`, Dopamine's dif
 - DQN: `Dense_1` gives Q. C51 and Rainbow (`RainbowNetwork`): `Dense_1` gives A x K logits,
   action-major; Q is the expectation over the support linspace(-vmax, vmax, K), vmax = 10 as
   Dopamine's configs set it (the checkpoint does not record it; another vmax scales every Q-value
-  and leaves the greedy action as it is). QR-DQN (`QuantileNetwork`): the same shapes read as K
-  quantiles, Q their mean; told apart from C51 by the path naming Dopamine's agent
-  (`quantile`). IQN: Q is the mean over `AgentSpec.tau_samples` (32, Dopamine's
-  `num_quantile_samples`) quantile levels drawn once with a fixed key (`nature_cnn.iqn_taus`);
-  Dopamine draws fresh levels at every step.
+  and leaves the greedy action as it is). QR-DQN (`QuantileNetwork`): the same layers read as K
+  quantiles, Q their mean. The two are told apart by their atoms per action, Dopamine's
+  settings: 51 for C51 and Rainbow, 200 for QR-DQN (any other count is refused, as it more likely
+  means the wrong game). IQN: Q is the mean over 32 quantile levels (Dopamine's
+  `num_quantile_samples`) drawn once with a fixed key (`nature_cnn.iqn_taus`) and stored with the
+  agent (`AgentSpec.taus`); Dopamine draws fresh levels at every step.
 - Checkpoints of flax's pre-Linen API (Dopamine before March 2021) name submodules in one count
   across types (`Conv_0..2, Dense_3, Dense_4`) with no `params` level: renumbered per type, as
   flax's `convert_pre_linen` does.
@@ -44,12 +45,15 @@ from typing import Any
 import numpy as np
 
 from jaxprobe.agents.agent import Agent, AgentSpec, fit_params
-from jaxprobe.agents.pickled import NUMPY, RestrictedUnpickler, numeric_dtype, set_array_state
+from jaxprobe.agents.nature_cnn import iqn_taus
+from jaxprobe.agents.pickled import NUMERIC_KINDS, NUMPY, RestrictedUnpickler, array_from_state
 from jaxprobe.envs import check_env_id, envpool_id_in
 from jaxprobe.envs import num_actions as game_actions
 from jaxprobe.errors import UserError
 
 VMAX = 10.0  # Dopamine's c51.gin and rainbow.gin: JaxRainbowAgent.vmax
+C51_ATOMS = 51  # their num_atoms
+QR_ATOMS = 200  # quantile.gin: JaxQuantileAgent.num_atoms
 TRAINING_DIFFERENCES = (
   "Dopamine: sticky actions (repeat probability 0.25) and rewards clipped to [-1, 1] in training, no no-op starts, "
   "no FIRE on reset; frames are ALE's grayscale max-pooled over two frames and resized with INTER_AREA, as envpool's"
@@ -82,7 +86,7 @@ def _jax_array(fun: Any, args: Any, array_state: Any, _aval_state: Any) -> np.nd
   """`jax._src.array._reconstruct_array`: the numpy array a jax array pickles as."""
   if fun is not NUMPY[("numpy._core.multiarray", "_reconstruct")] or not isinstance(args, tuple):
     raise UserError("a jax array record is malformed")
-  return set_array_state(fun(*args), array_state)
+  return array_from_state(fun(*args), array_state)
 
 
 class _Unpickler(RestrictedUnpickler):
@@ -99,14 +103,8 @@ class _Unpickler(RestrictedUnpickler):
       return _Dropped
     return super().resolve(module, name)
 
-  def build(self, obj: Any, state: Any) -> None:
-    if isinstance(obj, np.ndarray):
-      set_array_state(obj, state)
-    elif isinstance(obj, np.dtype):
-      obj.__setstate__(state)
-      numeric_dtype(obj)
-    elif not isinstance(obj, _Dropped):
-      super().build(obj, state)
+  def build(self, obj: Any, state: Any) -> Any:
+    return obj if isinstance(obj, _Dropped) else super().build(obj, state)
 
 
 def _checkpoint_file(path: Path) -> Path:
@@ -117,7 +115,7 @@ def _checkpoint_file(path: Path) -> Path:
       raise UserError(f"{path} {TENSORFLOW.format(n=m.group(1))}")
     return path
   for folder in (path, path / "checkpoints"):
-    numbers = [int(m.group(1)) for f in folder.glob("ckpt.*") if (m := CKPT.match(f.name))]
+    numbers = [int(m.group(1)) for f in folder.glob("ckpt.*") if (m := CKPT.match(f.name)) and f.is_file()]
     complete = [n for n in numbers if (folder / f"sentinel_checkpoint_complete.{n}").exists()]
     if numbers:
       return folder / f"ckpt.{max(complete or numbers)}"
@@ -137,11 +135,14 @@ def is_dopamine(path: Path) -> bool:
 
 def read_bundle(path: Path) -> dict:
   """The dict a Dopamine `ckpt.N` file holds, read with the restricted unpickler."""
-  data = path.read_bytes()
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise UserError(f"cannot read {path}: {e.strerror or e}") from None
   try:
     bundle = _Unpickler(io.BytesIO(data), str(path)).load()
-  except UserError:
-    raise
+  except UserError as e:
+    raise e if str(e).startswith(str(path)) else UserError(f"{path}: {e}") from None
   except Exception as e:  # a damaged pickle raises many types
     first = (str(e).strip().splitlines() or [""])[0][:120]
     raise UserError(
@@ -153,9 +154,8 @@ def read_bundle(path: Path) -> dict:
     m = CKPT.match(path.name)
     if m and "training_steps" in bundle:
       raise UserError(f"{path} {TENSORFLOW.format(n=m.group(1))}")
-    raise UserError(
-      f"{path} is not a Dopamine JAX agent's checkpoint (it has no online_params; keys: {sorted(bundle)})"
-    )
+    keys = ", ".join(ascii(k)[:40] for k in list(bundle)[:8])
+    raise UserError(f"{path} is not a Dopamine JAX agent's checkpoint (it has no online_params; keys: {keys})")
   return bundle
 
 
@@ -175,6 +175,16 @@ def convert_pre_linen(params: dict) -> dict:
   return renamed
 
 
+def check_tree(tree: Any, where: str, depth: int = 0) -> None:
+  """A parameter tree: dicts of string keys, at most 4 deep, whose leaves are real numeric arrays."""
+  if isinstance(tree, np.ndarray) and tree.dtype.kind in NUMERIC_KINDS:
+    return
+  if not isinstance(tree, dict) or depth > 4 or not all(isinstance(k, str) for k in tree):
+    raise UserError(f"{where} is not a parameter tree (dicts of named numeric arrays)")
+  for value in tree.values():
+    check_tree(value, where, depth + 1)
+
+
 def _shape(params: dict, layer: str) -> tuple[int, ...]:
   kernel = params.get(layer, {}).get("kernel") if isinstance(params.get(layer), dict) else None
   return tuple(np.shape(kernel)) if kernel is not None else ()
@@ -186,14 +196,12 @@ def load_dopamine(path: str | Path, env_id: str | None = None) -> Agent:
   file = _checkpoint_file(path)
   bundle = read_bundle(file)
   online = bundle["online_params"]
-  if not isinstance(online, dict):
-    raise UserError(f"{file}: online_params holds a {type(online).__name__}, not a parameter tree")
+  check_tree(online, f"{file}: online_params")
   pre_linen = "params" not in online
   params = convert_pre_linen(online) if pre_linen else online["params"]
-  if not isinstance(params, dict):
-    raise UserError(f"{file}: online_params['params'] holds a {type(params).__name__}, not a parameter tree")
+  check_tree(params, f"{file}: online_params['params']")
   layers = sorted(params)
-  conv0, dense0 = _shape(params, "Conv_0"), _shape(params, "Dense_0")
+  conv0, dense = _shape(params, "Conv_0"), [_shape(params, f"Dense_{i}") for i in range(3)]
   if conv0[2:3] != (4,):
     raise UserError(
       f"{file}: the network reads {conv0[2:3] or 'no'} frames per state (Conv_0 {conv0}); jaxprobe's agents "
@@ -204,33 +212,41 @@ def load_dopamine(path: str | Path, env_id: str | None = None) -> Agent:
     raise UserError(f"{file} does not say which game it plays: pass --env (e.g. Pong-v5), or keep the game in the path")
   env_id = check_env_id(env_id)
   num_actions = game_actions(env_id)
+  torso = {7744: "SAME", 3136: "VALID"}
   head: dict[str, Any] = {}
-  if layers == ["Conv_0", "Conv_1", "Conv_2", "Dense_0", "Dense_1", "Dense_2"] and len(dense0) == 2:
-    family, outputs = "IQN", _shape(params, "Dense_2")[-1:]
-    head = dict(tau_embedding=dense0[0])
-    dense_in = dense0[1]
-  elif layers == ["Conv_0", "Conv_1", "Conv_2", "Dense_0", "Dense_1"] and len(dense0) == 2:
-    outputs, dense_in = _shape(params, "Dense_1")[-1:], dense0[0]
-    atoms = outputs[0] // num_actions if outputs and outputs[0] % num_actions == 0 else 0
-    if outputs == (num_actions,):
+  if (
+    layers == ["Conv_0", "Conv_1", "Conv_2", "Dense_0", "Dense_1", "Dense_2"]
+    and len(dense[0]) == 2
+    and dense[0][1] in torso
+    and dense[1] == (dense[0][1], 512)
+    and dense[2][:1] == (512,)
+  ):
+    family, padding, outputs = "IQN", torso[dense[0][1]], dense[2][1]
+    head = dict(tau_embedding=dense[0][0], taus=tuple(float(t) for t in iqn_taus(32)))
+  elif layers == ["Conv_0", "Conv_1", "Conv_2", "Dense_0", "Dense_1"] and dense[0][:1] in ((7744,), (3136,)):
+    padding, outputs = torso[dense[0][0]], dense[1][-1] if dense[1] else 0
+    atoms = outputs // num_actions if outputs % num_actions == 0 else 0
+    if outputs == num_actions:
       family = "DQN"
-    elif atoms > 1 and any("quantile" in part.lower() for part in file.absolute().parts):
-      family, head = "QR-DQN", dict(quantiles=atoms)
-    elif atoms > 1:
+    elif atoms == C51_ATOMS:
       family, head = "C51 / Rainbow", dict(support=tuple(float(z) for z in np.linspace(-VMAX, VMAX, atoms)))
+    elif atoms == QR_ATOMS:
+      family, head = "QR-DQN", dict(quantiles=atoms)
     else:
-      family = "DQN"  # the head does not fit the game: fit_params below says so
+      raise UserError(
+        f"{file}: its last layer has {outputs} outputs, which is neither {env_id}'s {num_actions} Q-values nor "
+        f"{C51_ATOMS} atoms (C51, Rainbow) or {QR_ATOMS} quantiles (QR-DQN) per action, Dopamine's settings; "
+        "give the game the agent was trained on with --env"
+      )
   else:
+    shapes = ", ".join(f"{k} {_shape(params, k)}" for k in layers)
     raise UserError(
-      f"{file} is not a Dopamine DQN, C51, Rainbow, QR-DQN or IQN network (layers: {', '.join(layers)}); full "
+      f"{file} is not a Dopamine DQN, C51, Rainbow, QR-DQN or IQN network on Atari frames ({shapes}); full "
       "Rainbow's noisy and dueling heads and the IMPALA network are not read"
     )
-  padding = {7744: "SAME", 3136: "VALID"}.get(dense_in)
-  if padding is None:
-    raise UserError(f"{file}: the convolutions give {dense_in} features, not 7744 (SAME) or 3136 (VALID)")
-  if family == "DQN" and outputs != (num_actions,) or family == "IQN" and outputs != (num_actions,):
+  if outputs != num_actions and family in ("DQN", "IQN"):
     raise UserError(
-      f"{file} chooses among {outputs[0] if outputs else '?'} outputs, {env_id} has {num_actions} actions (its "
+      f"{file} chooses among {outputs} outputs, {env_id} has {num_actions} actions (its "
       "minimal action set); give the game the agent was trained on with --env"
     )
   state = bundle.get("state")
@@ -248,5 +264,5 @@ def load_dopamine(path: str | Path, env_id: str | None = None) -> Agent:
   if "support" in head:
     metadata["support"] = f"linspace(-{VMAX:g}, {VMAX:g}, {atoms}): Dopamine's vmax, not stored in the checkpoint"
   if "tau_embedding" in head:
-    metadata["quantile_levels"] = f"{spec.tau_samples} levels drawn once with a fixed key (Dopamine: fresh each step)"
+    metadata["quantile_levels"] = f"{len(spec.taus)} levels drawn once with a fixed key (Dopamine: fresh each step)"
   return Agent(spec, fit_params(spec, {"params": params}, f"Dopamine checkpoint {file}"), metadata)

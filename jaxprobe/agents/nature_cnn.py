@@ -107,8 +107,9 @@ def iqn_taus(num_taus: int) -> jnp.ndarray:
 
 class ImplicitQuantileNetwork(nn.Module):
   """IQN (Dabney et al. 2018, "Implicit Quantile Networks"), Dopamine's tree: the quantile
-  Z_tau(s, a) of the return at level tau, for `num_taus` levels drawn once from U(0, 1) with the
-  fixed key `IQN_KEY`; Q(s, a) = (1/T) sum_t Z_tau_t(s, a), so the network is deterministic.
+  Z_tau(s, a) of the return at level tau, for the fixed levels `taus` (imports draw 32 from
+  U(0, 1) with the key `IQN_KEY`: `iqn_taus`); Q(s, a) = (1/T) sum_t Z_tau_t(s, a), so the
+  network is deterministic.
 
   psi(s) = the SAME-padded convolutions `(N, 7744)`;
   phi(tau)_j = activation(sum_i cos(pi * i * tau) w_ij + b_j), i = 1..embedding_dim (`Dense_0`);
@@ -117,16 +118,16 @@ class ImplicitQuantileNetwork(nn.Module):
 
   num_actions: int
   embedding_dim: int = 64
-  num_taus: int = 32
+  taus: tuple[float, ...] = ()
   activation: Activation = nn.relu
   conv: Callable[..., nn.Module] = nn.Conv
   padding: str = "SAME"
 
   @nn.compact
   def __call__(self, obs: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """Q-values `{"q": (N, A)}` and `"quantiles"` `(N, A, T)` at the levels `iqn_taus(T)`."""
+    """Q-values `{"q": (N, A)}` and `"quantiles"` `(N, A, T)` at the levels `taus`."""
     psi = nature_convs(obs, self.activation, self.conv, self.padding, {})
-    taus = iqn_taus(self.num_taus)[:, None]
+    taus = jnp.asarray(self.taus, jnp.float32)[:, None]
     embedding = jnp.cos(jnp.arange(1, self.embedding_dim + 1, dtype=jnp.float32) * jnp.pi * taus)
     phi = self.activation(nn.Dense(psi.shape[-1], name="Dense_0")(embedding))  # (T, 7744)
     x = self.activation(nn.Dense(512, name="Dense_1")(psi[:, None, :] * phi[None]))  # (N, T, 512)

@@ -110,11 +110,12 @@ class _Unpickler(RestrictedUnpickler):
       return self.rebuild_tensor
     return super().resolve(module, name)
 
-  def build(self, obj: Any, state: Any) -> None:
+  def build(self, obj: Any, state: Any) -> Any:
     """BUILD sets an object's state: allowed on an OrderedDict only (a state dict's `_metadata`,
     which is not needed and dropped), so a file cannot change the objects `ALLOWED` names."""
     if not isinstance(obj, collections.OrderedDict):
-      super().build(obj, state)
+      return super().build(obj, state)
+    return obj
 
   def persistent_load(self, pid: Any) -> np.ndarray:
     if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Storage)):
@@ -148,8 +149,8 @@ def load_torch_file(data: bytes, where: str) -> Any:
     raise UserError(f"{where} was written on a big-endian machine, which jaxprobe does not read")
   try:
     return _Unpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, where).load()
-  except UserError:
-    raise
+  except UserError as e:
+    raise e if str(e).startswith(where) else UserError(f"{where}: {e}") from None
   except Exception as e:  # a damaged pickle or archive raises many types
     first = (str(e).strip().splitlines() or [""])[0][:120]
     raise UserError(f"{where} is damaged ({type(e).__name__}: {first}); download or save it again") from None

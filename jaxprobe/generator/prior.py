@@ -46,8 +46,12 @@ def component_log_densities(mixture: GaussianMixture, u: chex.Array) -> chex.Arr
   """log w_k + log N(u; mu_k, Sigma_k) for one point `u` `(D,)`: `(K,)`."""
   chex.assert_rank(u, 1)
   chex.assert_equal_shape_suffix([mixture.means, u], 1)
-  solve = jax.vmap(lambda tril, diff: jax.scipy.linalg.solve_triangular(tril, diff, lower=True))
-  white = solve(mixture.scale_tril, u[None] - mixture.means)  # (K, D)
+  # L_k^-1 (u - mu_k) as one product with the inverse factors: they do not depend on u, so under
+  # the search's vmap over rows they are computed once and the rows' whitening is one matrix
+  # product (batched triangular solves per row and component are slow on XLA:CPU).
+  eye = jnp.eye(u.shape[0], dtype=mixture.scale_tril.dtype)
+  inverse = jax.vmap(lambda tril: jax.scipy.linalg.solve_triangular(tril, eye, lower=True))(mixture.scale_tril)
+  white = jnp.einsum("kij,j->ki", inverse, u) - jnp.einsum("kij,kj->ki", inverse, mixture.means)  # (K, D)
   log_det = jnp.sum(jnp.log(jnp.diagonal(mixture.scale_tril, axis1=-2, axis2=-1)), axis=-1)
   return mixture.log_weights - 0.5 * jnp.sum(white**2, -1) - log_det - 0.5 * u.shape[0] * jnp.log(2 * jnp.pi)
 
