@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from jaxprobe import stops
+from jaxprobe import hosts, stops
 from jaxprobe.errors import UserError
 
 # Nothing heavier than the standard library is imported above: `entry` installs the stop
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     prog="jaxprobe",
     description="Find and visualize the weaknesses of deep RL agents (Rupprecht et al., ICLR 2020) in JAX.",
   )
+  hosts.add_flags(parser)
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   groups = {}
   for command in PIPELINE:
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
       p = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
     command.add_arguments(p)
-    p.set_defaults(run=command.run, writes=getattr(command, "WRITES", ()))
+    p.set_defaults(run=command.run, writes=getattr(command, "WRITES", ()), many_hosts=getattr(command, "HOSTS", False))
   return parser
 
 
@@ -97,15 +98,29 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
   from jaxprobe.files import remove_new_leftovers, sole_writer
 
   who = f"jaxprobe {args.command}"
+  try:
+    run_on = hosts.from_args(args)
+    if run_on.multi and not args.many_hosts:
+      raise UserError(f"{who} runs on one process; drop --processes (many hosts run: probe)")
+  except UserError as e:
+    print(f"{who}: error: {e}", file=sys.stderr)
+    return 2
+  # Only process 0 of a multi-process run writes (jaxprobe.hosts): only it holds the outputs.
   written = [Path(p) for name in args.writes if (p := getattr(args, name, None))]
+  if run_on.multi and run_on.process_id != 0:
+    written = []
   existed = {p: p.exists() for p in written}
   previous = stops.install(functools.partial(end_process, who, existed) if exit_at_once else None)
   done = False
   try:
+    if run_on.multi:
+      hosts.initialize(run_on, sys.argv[1:] if argv is None else argv)
     with contextlib.ExitStack() as held:
       for path in written:
         held.enter_context(sole_writer(path))
       args.run(args)
+    if run_on.multi:
+      hosts.finish()
     done = True
   except UserError as e:
     print(f"{who}: error: {e}", file=sys.stderr)
@@ -131,12 +146,27 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
   return 0
 
 
+def many_hosts(argv: list[str]) -> tuple[hosts.Hosts | None, str]:
+  """The multi-process settings of a command line and its subcommand, read before the full parse
+  (None if they are malformed: `main` then reports them)."""
+  pre = argparse.ArgumentParser(add_help=False)
+  hosts.add_flags(pre)
+  try:
+    known, rest = pre.parse_known_args(argv)
+    return hosts.from_args(known), next((a for a in rest if not a.startswith("-")), "")
+  except (UserError, SystemExit):
+    return None, ""
+
+
 def entry() -> NoReturn:
   """The `jaxprobe` executable: `main` with stops handled from before the first heavy import, then,
   after an error or an interrupt, an exit that skips the interpreter's teardown (native threads of
   XLA, orbax or envpool still running there can crash it, or print an asyncio traceback after the
   one line)."""
   stops.install(functools.partial(end_process, "jaxprobe", {}))
+  run_on, command = many_hosts(sys.argv[1:])
+  if run_on is not None and run_on.multi and hosts.CHILD_ENV not in os.environ:
+    os._exit(hosts.supervise(f"jaxprobe {command}".strip(), run_on, sys.argv[1:]))
   code = main(exit_at_once=True)
   if code != 0:
     sys.stdout.flush()

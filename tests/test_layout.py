@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxprobe"
 STAGES = ("agents", "saliency", "collection", "generator", "search", "evaluation", "report")  # pipeline order
-INFRASTRUCTURE = ("errors", "config", "envs", "conv", "norm", "parallel", "bundle", "files", "stops", "runs")
+INFRASTRUCTURE = ("errors", "config", "envs", "conv", "norm", "parallel", "bundle", "files", "stops", "runs", "hosts")
 
 
 def part_of(module: str) -> str:

@@ -27,6 +27,7 @@ from jaxprobe.config import add_flags, from_flags, to_dict
 from jaxprobe.evaluation.novelty import spread
 from jaxprobe.files import prepare_out_dir, save_png, write_json
 from jaxprobe.generator.spec import GeneratorBundle, load_generator
+from jaxprobe.hosts import is_leader
 from jaxprobe.report.images import grid, value_bars
 from jaxprobe.search.modes import describe as describe_modes
 from jaxprobe.search.spaces import ProbeConfig, ProbeResult, check_inputs, probe
@@ -34,6 +35,7 @@ from jaxprobe.search.targets import get_target
 
 NAME = "probe"
 WRITES = ("out",)  # held for the whole command (cli.main)
+HOSTS = True  # runs on many processes (jaxprobe.hosts): the rows of each target spread over every device
 HELP = "search the generator's latent space (or pixels) for states of interest"
 DESCRIPTION = (
   "Minimise target(agent(G(z))) + alpha * -log p(u) (the generator's latent prior) for --num latents at "
@@ -198,8 +200,12 @@ def run(args: argparse.Namespace) -> None:
   check_inputs(agent, generator, config, dataset)  # before the output folder exists: a refused run leaves none
   for name in args.target or ["T-"]:
     get_target(name, agent.spec.kind, agent.spec.num_actions, config.tau)
-  prepare_out_dir(args.out)
-  results = probe(agent, generator, args.target or ["T-"], config, progress=not args.quiet, dataset=dataset)
+  leader = is_leader()  # on many hosts, process 0 writes and reports; the others search their rows
+  if leader:
+    prepare_out_dir(args.out)
+  results = probe(agent, generator, args.target or ["T-"], config, progress=leader and not args.quiet, dataset=dataset)
+  if not leader:
+    return
   write_run(
     args.out, agent, generator, config, results, args.agent, args.generator or "", dataset_path=args.dataset or ""
   )

@@ -28,6 +28,7 @@ import optax
 
 from jaxprobe.config import COUNT, NONNEGATIVE, POSITIVE, POSITIVE_INT, Config, option, setting
 from jaxprobe.errors import UserError
+from jaxprobe.hosts import to_host
 from jaxprobe.parallel import resolve_loop
 from jaxprobe.stops import check, polled
 
@@ -195,16 +196,15 @@ def optimise(
           curve.append(mean_energy)
           check()
       best_v, best_e = compiled("finish", finish, state)
-      bad = np.asarray(state.first_bad)
+      bad = to_host(state.first_bad)
       if (bad >= 0).any():
         row = int(np.argmax(bad >= 0))
         raise NonFiniteEnergy(
           f"the energy of target {name} became non-finite at step {int(bad[row])} for "
           f"state {start + row}; lower the learning rate or check the target function"
         )
-      parts.append(
-        Result(np.asarray(best_v), np.asarray(e0), np.asarray(best_e), np.asarray(curve), np.asarray(state.stopped_at))
-      )
+      # On several hosts the rows are spread over them: each process gets every row back.
+      parts.append(Result(to_host(best_v), to_host(e0), to_host(best_e), np.asarray(curve), to_host(state.stopped_at)))
       if on_chunk is not None:
         on_chunk(len(v))
       check()
