@@ -105,16 +105,16 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
   except UserError as e:
     print(f"{who}: error: {e}", file=sys.stderr)
     return 2
-  # Only process 0 of a multi-process run writes (jaxprobe.hosts): only it holds the outputs.
   written = [Path(p) for name in args.writes if (p := getattr(args, name, None))]
-  if run_on.multi and run_on.process_id != 0:
-    written = []
   existed = {p: p.exists() for p in written}
   previous = stops.install(functools.partial(end_process, who, existed) if exit_at_once else None)
   done = False
   try:
     if run_on.multi:
       hosts.initialize(run_on, sys.argv[1:] if argv is None else argv)
+      if not hosts.is_leader():  # only process 0 writes (jaxprobe.hosts): only it holds the outputs
+        written = []
+        existed.clear()
     with contextlib.ExitStack() as held:
       for path in written:
         held.enter_context(sole_writer(path))
@@ -146,10 +146,18 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
   return 0
 
 
+class QuietParser(argparse.ArgumentParser):
+  """A parser that raises instead of printing: the pre-parse leaves every message to `main`."""
+
+  def error(self, message: str) -> NoReturn:
+    """Raises SystemExit without printing."""
+    raise SystemExit(2)
+
+
 def many_hosts(argv: list[str]) -> tuple[hosts.Hosts | None, str]:
   """The multi-process settings of a command line and its subcommand, read before the full parse
   (None if they are malformed: `main` then reports them)."""
-  pre = argparse.ArgumentParser(add_help=False)
+  pre = QuietParser(add_help=False, allow_abbrev=False)
   hosts.add_flags(pre)
   try:
     known, rest = pre.parse_known_args(argv)

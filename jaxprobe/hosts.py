@@ -38,6 +38,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,14 +112,16 @@ def from_args(args: Any, environ: dict[str, str] | None = None) -> Hosts:
     join_timeout=int(getattr(args, "join_timeout", Hosts.join_timeout)),
     process_log=getattr(args, "process_log", None),
   )
+  if min(hosts.heartbeat_timeout, hosts.join_timeout) < 1:
+    raise UserError("--heartbeat-timeout and --join-timeout are seconds, at least 1")
+  if processes is not None and processes < 1:
+    raise UserError(f"--processes must be at least 1, got {processes}")
   if coordinator == "auto":
     return hosts
-  if hosts.processes < 1 or not 0 <= hosts.process_id < hosts.processes:
+  if not 0 <= hosts.process_id < hosts.processes:
     raise UserError(f"--process-id must be in 0..{hosts.processes - 1} for --processes {hosts.processes}")
   if hosts.processes > 1 and not coordinator:
     raise UserError(f"--processes {hosts.processes} needs --coordinator HOST:PORT (process 0's address)")
-  if min(hosts.heartbeat_timeout, hosts.join_timeout) < 1:
-    raise UserError("--heartbeat-timeout and --join-timeout are seconds, at least 1")
   return hosts
 
 
@@ -263,12 +266,14 @@ def supervise(who: str, hosts: Hosts, argv: Sequence[str]) -> int:
   log_file = None
   if hosts.process_log:
     Path(hosts.process_log).mkdir(parents=True, exist_ok=True)
-    log_file = open(Path(hosts.process_log) / f"process-{hosts.process_id}.log", "ab")
+    # With JAX's detection the index is known only after joining: the host and pid name the log.
+    me = f"{socket.gethostname()}-{os.getpid()}" if hosts.coordinator == "auto" else hosts.process_id
+    log_file = open(Path(hosts.process_log) / f"process-{me}.log", "ab")
   env = dict(os.environ, **{CHILD_ENV: "1", "PYTHONUNBUFFERED": "1"})
   # Its own session: a Ctrl-C in the terminal reaches this process only, which passes it on once
   # (a second Ctrl-C would end the child at once, without its safe point).
   child = subprocess.Popen(
-    [sys.executable, "-m", "jaxprobe.cli", *argv],
+    [sys.executable, "-P", "-m", "jaxprobe.cli", *argv],  # -P: not the working directory's modules
     env=env,
     stderr=subprocess.PIPE,
     start_new_session=True,
@@ -288,7 +293,7 @@ def supervise(who: str, hosts: Hosts, argv: Sequence[str]) -> int:
     out = []
     for line in lines:
       if NATIVE.match(line) or (seen and not line.strip()):
-        seen += line + b"\n"
+        seen = (seen + line + b"\n")[-(1 << 20) :]  # a bounded tail
       else:
         out.append(line + b"\n")
     if b"\r" in pending:  # a progress bar redraws its line with \r: pass it on now
@@ -301,7 +306,9 @@ def supervise(who: str, hosts: Hosts, argv: Sequence[str]) -> int:
     os.write(2, pending)
   if log_file is not None:
     log_file.close()
-  if code in (-signal.SIGABRT, 128 + signal.SIGABRT) and b"JAX distributed service detected fatal errors" in seen:
+  if code != 0 and b"JAX distributed service detected fatal errors" in seen:
     os.write(2, (lost_line(who, hosts, seen) + "\n").encode())
     return LOST_PROCESS
+  if code != 0 and seen:  # another native failure: its last lines are the diagnosis
+    os.write(2, b"\n".join(seen.splitlines()[-20:]) + b"\n")
   return 128 - code if code < 0 else code

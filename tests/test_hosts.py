@@ -28,12 +28,12 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(args, process_id=None, processes=2, port=None, devices=2, log=None):
+def start(args, process_id=None, processes=2, port=None, devices=2, log=None, heartbeat=60):
   """`jaxprobe [--processes ...] args` as its own process (the executable, with its supervisor)."""
   env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
   env.pop(hosts.CHILD_ENV, None)
   many = [] if process_id is None else ["--processes", str(processes), "--process-id", str(process_id)]
-  many += [] if port is None else ["--coordinator", f"127.0.0.1:{port}", "--heartbeat-timeout", "5"]
+  many += [] if port is None else ["--coordinator", f"127.0.0.1:{port}", "--heartbeat-timeout", str(heartbeat)]
   many += [] if log is None else ["--process-log", str(log)]
   return subprocess.Popen(
     [sys.executable, "-m", "jaxprobe.cli", *many, *args],
@@ -45,7 +45,11 @@ def start(args, process_id=None, processes=2, port=None, devices=2, log=None):
 
 
 def finish(process, timeout=240):
-  out, err = process.communicate(timeout=timeout)
+  try:
+    out, err = process.communicate(timeout=timeout)
+  finally:  # never leave a JAX process behind for the rest of the suite
+    if process.poll() is None:
+      process.kill()
   return process.returncode, out, err
 
 
@@ -90,11 +94,12 @@ def test_a_lost_process_ends_the_others_with_one_line_within_a_minute(files):
   for lost in (1, 0):  # a worker, then the coordinator
     port = free_port()
     long = probe_args(files, files.folder / f"lost{lost}", num=8, steps=100000)
-    workers = {i: start(long, i, port=port) for i in (0, 1)}
+    workers = {i: start(long, i, port=port, heartbeat=5) for i in (0, 1)}
     time.sleep(1)
     deadline = time.time() + 120
     while time.time() < deadline and not (files.folder / f"lost{lost}").exists():
       time.sleep(0.5)  # process 0 makes the run folder once both have joined and loaded
+    assert (files.folder / f"lost{lost}").exists(), "the processes did not start"
     time.sleep(3)
     workers[lost].send_signal(signal.SIGKILL)
     survivor = workers[1 - lost]
@@ -120,6 +125,12 @@ def test_processes_started_with_different_flags_refuse_in_one_line(files):
 
 
 def test_host_settings_are_checked_before_anything_runs(files, capsys):
+  from jaxprobe.cli import many_hosts
+
+  assert many_hosts(["probe", "--process", "1"])[1] == "probe"  # not an abbreviation of --processes
+  assert many_hosts(["--processes", "x", "probe"]) == (None, "") and capsys.readouterr().err == ""  # main says it
+  with pytest.raises(UserError, match="--processes must be at least 1"):
+    hosts.from_args(types.SimpleNamespace(processes=0))
   assert main(["--processes", "2", "--process-id", "0", "dataset", "info", "nowhere"]) == 2
   assert "--processes 2 needs --coordinator" in capsys.readouterr().err
   args = ["--processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1:1", "collect", "--agent", files.agent]
