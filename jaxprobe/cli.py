@@ -98,18 +98,14 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
   from jaxprobe.files import remove_new_leftovers, sole_writer
 
   who = f"jaxprobe {args.command}"
-  try:
-    run_on = hosts.from_args(args)
-    if run_on.multi and not args.many_hosts:
-      raise UserError(f"{who} runs on one process; drop --processes (many hosts run: probe)")
-  except UserError as e:
-    print(f"{who}: error: {e}", file=sys.stderr)
-    return 2
   written = [Path(p) for name in args.writes if (p := getattr(args, name, None))]
   existed = {p: p.exists() for p in written}
   previous = stops.install(functools.partial(end_process, who, existed) if exit_at_once else None)
   done = False
   try:
+    run_on = hosts.from_args(args)
+    if run_on.multi and not args.many_hosts:
+      raise UserError(f"{who} runs on one process; drop --processes (many hosts run: probe)")
     if run_on.multi:
       hosts.initialize(run_on, sys.argv[1:] if argv is None else argv)
       if not hosts.is_leader():  # only process 0 writes (jaxprobe.hosts): only it holds the outputs

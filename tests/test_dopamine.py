@@ -24,6 +24,7 @@ import numpy as np
 import optax
 import pytest
 from flax.training.checkpoints import convert_pre_linen
+from whole_pipeline import run_whole_pipeline
 
 from jaxprobe.agents import load_agent, save_agent
 from jaxprobe.agents.agent import AgentSpec
@@ -383,16 +384,4 @@ def test_an_imported_dopamine_agent_goes_through_the_whole_pipeline(dopamine, tm
   network = dopamine.networks.RainbowNetwork(num_actions=6, num_atoms=51)
   params = network.init(jax.random.PRNGKey(2), jnp.zeros((84, 84, 4), jnp.uint8), support=jnp.linspace(-10, 10, 51))
   write_checkpoint(dopamine, tmp_path / "c51" / "Pong" / "1" / "checkpoints", params)
-  a, w = str(tmp_path / "c51" / "Pong" / "1"), str(tmp_path)
-  tiny = ["latent_dim=8", "widths=[4,8,8,8]", "batch_size=4", "total_steps=2", "checkpoint_every=1", "log_every=1"]
-  steps = [
-    ["saliency", "--agent", a, "--frames", "2", "--out", f"{w}/saliency"],
-    ["collect", "--agent", a, "--frames", "32", "--num-envs", "2", "--out", f"{w}/data"],
-    ["train-generator", "--config", "configs/generator_cpu.yaml", "--dataset", f"{w}/data", "--agent", a]
-    + ["--out", f"{w}/gen", *tiny],
-    ["probe", "--agent", a, "--generator", f"{w}/gen/generator", "--num", "4", "--steps", "3", "--out", f"{w}/probe"],
-    ["report", f"{w}/probe", "--dataset", f"{w}/data", "--out", f"{w}/report.html", "--rollouts", "1"],
-  ]
-  for args in steps:
-    assert main([*args, "--quiet"]) == 0, args
-  assert "Dopamine JAX C51" in (tmp_path / "report.html").read_text()
+  assert "Dopamine JAX C51" in run_whole_pipeline(str(tmp_path / "c51" / "Pong" / "1"), tmp_path)

@@ -12,6 +12,7 @@ import pytest
 import sb3_contrib
 import stable_baselines3 as sb3  # the test extra: SB3 writes the files, torch computes its outputs
 import torch
+from whole_pipeline import run_whole_pipeline
 
 from jaxprobe.agents import load_agent, save_agent
 from jaxprobe.agents.torch_file import load_torch_file
@@ -148,19 +149,7 @@ def test_files_that_are_not_what_they_claim_are_refused_in_one_line(tmp_path, ca
 def test_an_imported_sb3_agent_goes_through_the_whole_pipeline(tmp_path):
   agent = tmp_path / "ppo-PongNoFrameskip-v4.zip"
   write_model("ppo", agent)
-  a, w = str(agent), str(tmp_path)
-  tiny = ["latent_dim=8", "widths=[4,8,8,8]", "batch_size=4", "total_steps=2", "checkpoint_every=1", "log_every=1"]
-  steps = [
-    ["saliency", "--agent", a, "--frames", "2", "--out", f"{w}/saliency"],
-    ["collect", "--agent", a, "--frames", "32", "--num-envs", "2", "--out", f"{w}/data"],
-    ["train-generator", "--config", "configs/generator_cpu.yaml", "--dataset", f"{w}/data", "--agent", a]
-    + ["--out", f"{w}/gen", *tiny],
-    ["probe", "--agent", a, "--generator", f"{w}/gen/generator", "--num", "4", "--steps", "3", "--out", f"{w}/probe"],
-    ["report", f"{w}/probe", "--dataset", f"{w}/data", "--out", f"{w}/report.html", "--rollouts", "1"],
-  ]
-  for args in steps:
-    assert main([*args, "--quiet"]) == 0, args
-  assert "Pong-v5" in (tmp_path / "report.html").read_text()
+  assert "Pong-v5" in run_whole_pipeline(str(agent), tmp_path)
 
 
 def torch_zip(pickled: bytes, storage: bytes = b"\0" * 4) -> bytes:

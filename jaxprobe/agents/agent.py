@@ -118,14 +118,27 @@ class AgentSpec:
     return x.mean(1) if self.tau_embedding else x
 
   def to_json(self) -> dict[str, Any]:
-    """The spec as the JSON an agent checkpoint stores."""
-    extra = {name: getattr(self, name) for name, default in HEAD_DEFAULTS.items() if getattr(self, name) != default}
-    extra |= {name: list(extra[name]) for name in ("support", "taus") if name in extra}
-    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format, **extra)
+    """The spec as the JSON an agent checkpoint stores: the head's fields only where they differ
+    from their defaults (files older than a field lack it)."""
+    head = {f.name: getattr(self, f.name) for f in _head_fields() if getattr(self, f.name) != f.default}
+    head = {k: list(v) if isinstance(v, tuple) else v for k, v in head.items()}
+    return dict(kind=self.kind, num_actions=self.num_actions, env_id=self.env_id, obs_format=self.obs_format, **head)
+
+  @classmethod
+  def from_json(cls, meta: dict[str, Any]) -> AgentSpec:
+    """The spec `to_json` wrote (KeyError, TypeError or ValueError if a field is missing or wrong)."""
+    # Each head field cast to its default's type; tuples hold floats.
+    cast = lambda default, v: tuple(float(x) for x in v) if isinstance(default, tuple) else type(default)(v)
+    head = {f.name: cast(f.default, meta[f.name]) for f in _head_fields() if f.name in meta}
+    return cls(meta["kind"], int(meta["num_actions"]), meta["env_id"], meta["obs_format"], **head)
 
 
-# The fields agent.json stores only where they differ from these (older files lack them).
-HEAD_DEFAULTS = dict(quantiles=0, support=(), tau_embedding=0, taus=(), padding="VALID")
+HEAD_FIELDS = ("quantiles", "support", "tau_embedding", "taus", "padding")  # which head and torso
+
+
+def _head_fields() -> list[dataclasses.Field]:
+  """The `HEAD_FIELDS` of `AgentSpec`, with their defaults."""
+  return [f for f in dataclasses.fields(AgentSpec) if f.name in HEAD_FIELDS]
 
 
 @dataclasses.dataclass(frozen=True)

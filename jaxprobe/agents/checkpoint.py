@@ -42,17 +42,7 @@ def read_spec(path: str | Path) -> tuple[AgentSpec, dict[str, Any]]:
 def spec_of(path: str | Path, meta: dict) -> tuple[AgentSpec, dict[str, Any]]:
   """The spec and metadata of an agent directory from its agent.json."""
   try:
-    spec = AgentSpec(
-      kind=meta["kind"],
-      num_actions=int(meta["num_actions"]),
-      env_id=meta["env_id"],
-      obs_format=meta["obs_format"],
-      quantiles=int(meta.get("quantiles", 0)),
-      support=tuple(float(z) for z in meta.get("support", ())),
-      tau_embedding=int(meta.get("tau_embedding", 0)),
-      taus=tuple(float(t) for t in meta.get("taus", ())),
-      padding=str(meta.get("padding", "VALID")),
-    )
+    spec = AgentSpec.from_json(meta)
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(
       f"agent checkpoint {path}: {SPEC_FILE} lacks a valid field ({e}); "
@@ -75,8 +65,9 @@ def load_agent(path: str | Path, env_id: str | None = None, verify: bool = True)
       f"no agent checkpoint at {path}: give a jaxprobe agent directory, a CleanRL .cleanrl_model file, a "
       "Stable-Baselines3 .zip or a Dopamine ckpt.N"
     )
-  if path.is_file() or (is_dopamine(path) and not (path / SPEC_FILE).exists()):
-    if is_dopamine(path):
+  dopamine = is_dopamine(path) and not (path / SPEC_FILE).exists()
+  if path.is_file() or dopamine:
+    if dopamine:
       agent = load_dopamine(path, env_id)
     elif path.suffix == ".zip" or zipfile.is_zipfile(path):
       agent = load_sb3(path, env_id)

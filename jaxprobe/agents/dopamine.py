@@ -46,7 +46,7 @@ import numpy as np
 
 from jaxprobe.agents.agent import Agent, AgentSpec, fit_params
 from jaxprobe.agents.nature_cnn import iqn_taus
-from jaxprobe.agents.pickled import NUMERIC_KINDS, NUMPY, RestrictedUnpickler, array_from_state
+from jaxprobe.agents.pickled import NUMERIC_KINDS, NUMPY, RestrictedUnpickler, array_from_state, load_checked
 from jaxprobe.envs import check_env_id, envpool_id_in
 from jaxprobe.envs import num_actions as game_actions
 from jaxprobe.errors import UserError
@@ -139,15 +139,11 @@ def read_bundle(path: Path) -> dict:
     data = path.read_bytes()
   except OSError as e:
     raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-  try:
-    bundle = _Unpickler(io.BytesIO(data), str(path)).load()
-  except UserError as e:
-    raise e if str(e).startswith(str(path)) else UserError(f"{path}: {e}") from None
-  except Exception as e:  # a damaged pickle raises many types
-    first = (str(e).strip().splitlines() or [""])[0][:120]
-    raise UserError(
-      f"{path} is not a readable Dopamine checkpoint ({type(e).__name__}: {first}); was the copy complete?"
-    ) from None
+  bundle = load_checked(
+    lambda: _Unpickler(io.BytesIO(data), str(path)),
+    str(path),
+    "is not a readable Dopamine checkpoint ({error}); was the copy complete?",
+  )
   if not isinstance(bundle, dict):
     raise UserError(f"{path} holds a {type(bundle).__name__}, not a Dopamine checkpoint's dict")
   if "online_params" not in bundle:

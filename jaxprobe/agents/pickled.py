@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -193,3 +193,16 @@ class RestrictedUnpickler(pickle._Unpickler):  # the Python implementation, whos
   del _op
 
   dispatch[pickle.BUILD[0]] = load_build
+
+
+def load_checked(make: Callable[[], RestrictedUnpickler], where: str, damaged: str) -> Any:
+  """`make().load()`, every failure one UserError naming `where`: the unpickler's own refusals
+  (prefixed with `where` where they lack it), and anything else, which a damaged file raises in
+  many types, as `where` followed by `damaged` with `{error}` filled in."""
+  try:
+    return make().load()
+  except UserError as e:
+    raise e if str(e).startswith(where) else UserError(f"{where}: {e}") from None
+  except Exception as e:
+    first = (str(e).strip().splitlines() or [""])[0][:120]
+    raise UserError(f"{where} " + damaged.format(error=f"{type(e).__name__}: {first}")) from None

@@ -26,7 +26,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from jaxprobe.agents.pickled import RestrictedUnpickler
+from jaxprobe.agents.pickled import RestrictedUnpickler, load_checked
 from jaxprobe.errors import UserError
 
 STORAGE_DTYPES = {
@@ -147,13 +147,11 @@ def load_torch_file(data: bytes, where: str) -> Any:
   byteorder = f"{prefix}byteorder"  # absent in files of older PyTorch, which wrote little-endian
   if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
     raise UserError(f"{where} was written on a big-endian machine, which jaxprobe does not read")
-  try:
-    return _Unpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, where).load()
-  except UserError as e:
-    raise e if str(e).startswith(where) else UserError(f"{where}: {e}") from None
-  except Exception as e:  # a damaged pickle or archive raises many types
-    first = (str(e).strip().splitlines() or [""])[0][:120]
-    raise UserError(f"{where} is damaged ({type(e).__name__}: {first}); download or save it again") from None
+  return load_checked(
+    lambda: _Unpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, where),
+    where,
+    "is damaged ({error}); download or save it again",
+  )
 
 
 def read_torch_file(path: str | Path) -> Any:
