@@ -64,7 +64,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/scaling.py --batches 64,256,1024 --devices 1,2,4,8 --rounds 1
 	# One 4096-row program: with jaxprobe's XLA flag (YNNPACK off, jaxlib 0.10) it aborts XLA:CPU with
 	# std::bad_alloc, so `jaxprobe probe` runs 1024-row chunks on CPU; 8192 rows would be two such programs.
-	JAXPROBE_KEEP_XLA_FLAGS=1 $(BIN)/python benchmarks/scaling.py --batches 4096 --devices '' --rounds 1
+	JAXPROBE_KEEP_XLA_FLAGS=1 $(BIN)/python benchmarks/scaling.py --batches 4096 --devices '' --processes '' --rounds 1
 
 clean:
 	rm -rf out .pytest_cache

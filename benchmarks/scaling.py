@@ -17,10 +17,15 @@ shipped Pong generators (`--layout transpose`: the CPU config's), target T+-, fp
   XLA_FLAGS=--xla_force_host_platform_device_count=N (virtual devices sharing this
   machine's cores; 1 device in this process); on an accelerator the real devices, as many as
   there are. The peer of these rows is the same search on one device: the ratio is the speed-up.
+- process curve: the same batch over 1, 2 and 4 processes of one CPU device each, joined by
+  JAX's distributed runtime on the loopback address as `jaxprobe --processes N` joins them
+  (docs/hosts.md; cross-process collectives through gloo). The peer is the same search in one
+  process with one device. On one machine the processes share its cores, so the rows show what
+  the multi-process runtime costs, not a speed-up; on a pod each process has a host of its own.
 The numerical agreement of this search with a PyTorch reference is latent_search.py's check;
 here the sharded runs must give the energies of the one-device run (--tolerance).
 
-  .venv/bin/python benchmarks/scaling.py [--batches 64,256,1024,4096,8192] [--devices 1,2,4,8] [--quick]
+  .venv/bin/python benchmarks/scaling.py [--batches 64,256,1024] [--devices 1,2,4,8] [--processes 1,2,4] [--quick]
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ import sys
 import common  # noqa: I001  (first: sets the XLA and OpenMP settings)
 import jax
 import jax.numpy as jnp
-import numpy as np
 import search_setup
 
+from jaxprobe.hosts import to_host
 from jaxprobe.parallel import batch_mesh, batch_sharding
 
 TARGET = "T+-"
@@ -133,7 +138,7 @@ def measure_devices(energy, config, n: int, batch: int, steps: int, rounds: int)
     seconds=seconds,
     compile_s=runner.compile_s,
     loop=runner.loop,
-    energy=np.asarray(run().best_energy).tolist(),
+    energy=to_host(run().best_energy).tolist(),  # every process's rows
   )
 
 
@@ -160,42 +165,84 @@ def worker_result(n: int, args) -> dict:
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def device_rows(energy, config, args) -> list[common.Row]:
-  results = []
-  if not args.devices:  # --devices '': the batch curve only
-    return []
-  for n in common.int_list(args.devices):
-    if n <= jax.device_count():
-      r = measure_devices(energy, config, n, args.device_batch, args.steps, args.rounds)
-    elif jax.default_backend() == "cpu":
-      r = worker_result(n, args)
-    else:  # an accelerator has only the devices it has
-      continue
+def free_port() -> int:
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def process_result(processes: int, args) -> dict:
+  """The device-batch search over `processes` processes of one CPU device each; process 0's JSON line."""
+  port = free_port()
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="1")
+  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
+  common_args = ["--device-batch", str(args.device_batch), "--steps", str(args.steps), "--rounds", str(args.rounds)]
+  workers = [
+    subprocess.Popen(
+      [sys.executable, __file__, "--process-worker", f"{processes},{i},{port}", "--layout", args.layout, *common_args],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(processes)
+  ]
+  outputs = [w.communicate(timeout=1800) for w in workers]
+  for w, (_, err) in zip(workers, outputs):
+    if w.returncode != 0:
+      raise SystemExit(f"the {processes}-process run failed:\n{err[-2000:]}")
+  return json.loads(outputs[0][0].strip().splitlines()[-1])
+
+
+def curve_rows(results: list[dict], count: str, case: str, ours: str, peer: str, args) -> list[common.Row]:
+  """Rows of a device or process curve (`count`: the key of each result's count), each against the
+  first result, which must be of count 1 and whose energies every other must give."""
+  one = results[0]
+  if one[count] != 1:
+    raise SystemExit(f"--{count} must start at 1: the other counts are compared with it")
+  for r in results:
     print(
-      f"{n} device(s): compiled in {r['compile_s']:.1f} s; "
+      f"{r[count]} {count}: compiled in {r['compile_s']:.1f} s; "
       f"{args.device_batch * args.steps / r['seconds']:,.1f} latent steps/s",
       flush=True,
     )
-    results.append(r)
-  one = results[0]
-  if one["devices"] != 1:
-    raise SystemExit("--devices must start at 1: the other counts are compared with it")
   for r in results[1:]:
-    common.check_agree(f"energies on {r['devices']} devices vs 1", r["energy"], one["energy"], args.tolerance)
-  kind = "virtual CPU devices" if jax.default_backend() == "cpu" else jax.devices()[0].device_kind
+    common.check_agree(f"energies on {r[count]} {count} vs 1", r["energy"], one["energy"], args.tolerance)
   return [
     common.Row(
-      f"latent search {TARGET}, steps {args.steps}, {r['devices']} {kind}",
+      f"latent search {TARGET}, steps {args.steps}, {r[count]} {case}",
       args.device_batch,
-      f"jaxprobe on {r['devices']} device(s) ({r['loop']} loop)",
+      f"jaxprobe on {r[count]} {ours} ({r['loop']} loop)",
       r["seconds"],
-      "the same on 1 device",
+      peer,
       one["seconds"],
       args.device_batch * args.steps,
       "latent steps",
     )
     for r in results
   ]
+
+
+def process_rows(args) -> list[common.Row]:
+  if not args.processes:  # --processes '': none
+    return []
+  results = [process_result(n, args) for n in common.int_list(args.processes)]
+  return curve_rows(results, "processes", "processes x 1 CPU device", "process(es)", "the same in 1 process", args)
+
+
+def device_rows(energy, config, args) -> list[common.Row]:
+  if not args.devices:  # --devices '': the batch curve only
+    return []
+  results = []
+  for n in common.int_list(args.devices):
+    if n <= jax.device_count():
+      results.append(measure_devices(energy, config, n, args.device_batch, args.steps, args.rounds))
+    elif jax.default_backend() == "cpu":
+      results.append(worker_result(n, args))
+  kind = "virtual CPU devices" if jax.default_backend() == "cpu" else jax.devices()[0].device_kind
+  return curve_rows(results, "devices", kind, "device(s)", "the same on 1 device", args)
 
 
 def main():
@@ -210,18 +257,32 @@ def main():
     "--matmul-size", type=int, default=0, help="side of the square matrices of the peak (default: common.MatmulPeak's)"
   )
   parser.add_argument("--tolerance", type=float, default=1e-4, help="sharded vs one-device energies")
+  parser.add_argument(
+    "--processes", default="1,2,4", help="process curve, comma-separated, starting at 1 ('' for none)"
+  )
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--process-worker", default="", help=argparse.SUPPRESS)  # processes,id,port
   common.add_common_args(parser, rounds=2)
   args = parser.parse_args()
   if args.quick:
-    args.batches, args.devices, args.device_batch, args.steps, args.rounds, args.matmul_size = (
+    args.batches, args.devices, args.processes, args.device_batch, args.steps, args.rounds, args.matmul_size = (
       "8,32",
+      "1,2",
       "1,2",
       8,
       1,
       1,
       512,
     )
+  if args.process_worker:  # joins the run before JAX's backend starts
+    processes, process_id, port = map(int, args.process_worker.split(","))
+    if processes > 1:
+      jax.distributed.initialize(f"127.0.0.1:{port}", processes, process_id, initialization_timeout=120)
+    energy, config = setup(args.layout)
+    r = measure_devices(energy, config, jax.device_count(), args.device_batch, args.steps, args.rounds)
+    if jax.process_index() == 0:
+      print(json.dumps(dict(r, processes=processes)))
+    return
 
   energy, config = setup(args.layout)
   if args.worker:
@@ -230,8 +291,12 @@ def main():
   print(common.header())
   rows = batch_rows(energy, config, args)
   rows += device_rows(energy, config, args)
+  rows += process_rows(args)
   common.finish(
-    "scaling", "Latent search scaling (ratio: fraction of the matmul peak; speed-up over 1 device)", rows, args
+    "scaling",
+    "Latent search scaling (ratio: fraction of the matmul peak; speed-up over 1 device or 1 process)",
+    rows,
+    args,
   )
 
 

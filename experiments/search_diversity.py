@@ -74,6 +74,9 @@ def main() -> None:
     default=None,
     help="folder for one sheet per target and setting: each mode's representative, then random found states",
   )
+  p.add_argument(
+    "--states", default=None, help="folder for each target and setting's found states, energies and values (.npz)"
+  )
   args = p.parse_args()
 
   agent = load_agent(args.agent)
@@ -121,6 +124,11 @@ def main() -> None:
         seconds=time.perf_counter() - t,
       )
       results["targets"].setdefault(name, {})[label] = found
+      if args.states:  # to study the modes again without searching again
+        Path(args.states).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+          Path(args.states) / f"{safe_name(name)}_{label}.npz", gray=r.gray, energy=r.energy_end, values=values
+        )
       if args.images:
         save_sheet(Path(args.images) / f"{safe_name(name)}_{label}.png", r, values, found["modes"], args.seed)
       action = int(name.split(":")[1]) if name.startswith("action:") else None

@@ -72,8 +72,17 @@ def save_bundle(path: str | Path, tree: Any, spec_file: str, spec: dict, what: s
   return path
 
 
+def _checkpointer() -> ocp.StandardCheckpointer:
+  """An orbax checkpointer of this process alone. On many hosts (`jaxprobe.hosts`) every process
+  reads a bundle and one writes it, so no read or write may wait for the others (orbax's default
+  is a collective of every process, which one writer alone would wait on for ever)."""
+  me = jax.process_index()
+  only_me = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"p{me}")
+  return ocp.StandardCheckpointer(multiprocessing_options=only_me)
+
+
 def _save_tree(directory: Path, tree: Any) -> None:
-  ckptr = ocp.StandardCheckpointer()
+  ckptr = _checkpointer()
   ckptr.save(directory, jax.device_get(tree))
   ckptr.wait_until_finished()
   ckptr.close()
@@ -115,7 +124,7 @@ def tree_checksum(tree: Any) -> str:
 def read_tree(path: str | Path, what: str, checksum: str | None = None, verify: bool = True) -> Any:
   """The pytree of a checkpoint directory, or a UserError if it is damaged: unreadable, not matching
   `checksum` (the one its spec recorded; with `verify`), or holding a value that is not finite."""
-  ckptr = ocp.StandardCheckpointer()
+  ckptr = _checkpointer()
   try:
     tree = ckptr.restore((Path(path) / TREE_DIR).absolute())
   except Exception as e:  # orbax raises many types for damaged files

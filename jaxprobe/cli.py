@@ -105,21 +105,24 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
   try:
     run_on = hosts.from_args(args)
     if run_on.multi and not args.many_hosts:
-      raise UserError(f"{who} runs on one process; drop --processes (many hosts run: probe)")
+      from jaxprobe.commands import PIPELINE
+
+      many = ", ".join(c.NAME for c in PIPELINE if getattr(c, "HOSTS", False))
+      raise UserError(f"{who} runs on one process; drop --processes (many hosts run: {many})")
     if run_on.multi:
       hosts.initialize(run_on, sys.argv[1:] if argv is None else argv)
       if not hosts.is_leader():  # only process 0 writes (jaxprobe.hosts): only it holds the outputs
         written = []
         existed.clear()
     with contextlib.ExitStack() as held:
-      for path in written:
-        held.enter_context(sole_writer(path))
+      hosts.together(lambda: [held.enter_context(sole_writer(path)) for path in written])
       args.run(args)
     if run_on.multi:
       hosts.finish()
     done = True
   except UserError as e:
     print(f"{who}: error: {e}", file=sys.stderr)
+    leave_together(e)
     return 2
   except OSError as e:
     if e.errno not in WRITE_FAILURES:
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
       "before is kept (free space, or write elsewhere)",
       file=sys.stderr,
     )
+    leave_together(e)
     return 2
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
@@ -140,6 +144,13 @@ def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
       for path in written:
         remove_new_leftovers(path, existed[path])
   return 0
+
+
+def leave_together(error: BaseException) -> None:
+  """After a refusal every process of a run shares (`hosts.together`), leaves with the others: no
+  process is taken for lost."""
+  if getattr(error, "shared", False):
+    hosts.finish()
 
 
 class QuietParser(argparse.ArgumentParser):

@@ -42,10 +42,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from jaxprobe.errors import UserError
 
+T = TypeVar("T")
 LOST_PROCESS = 75  # EX_TEMPFAIL: start every process again (a run that checkpoints, with --resume)
 CHILD_ENV = "JAXPROBE_SUPERVISED"  # set in the child that runs the command
 ENV = {"processes": "JAXPROBE_PROCESSES", "process_id": "JAXPROBE_PROCESS_ID", "coordinator": "JAX_COORDINATOR_ADDRESS"}
@@ -202,6 +203,34 @@ def check_same_command(command: list[str]) -> None:
     f"process {other} was started with another command than process 0 ({where(theirs)!r} where process 0 has "
     f"{where(first)!r}); start every process with the same command and flags"
   )
+
+
+def together(fn: Callable[[], T]) -> T:
+  """`fn()` on every process, whose refusals are shared: if it raises a UserError (or an OSError) on any process, it
+  raises one on every process (its own where it failed, one naming the first that failed elsewhere),
+  so no process goes on alone into work the others left. Also a barrier. One process: just `fn()`."""
+  import jax
+
+  error = None
+  try:
+    result = fn()
+  except (UserError, OSError) as e:  # what `cli.main` turns into one line
+    error = e
+  if jax.process_count() > 1:
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    failed = np.asarray(multihost_utils.process_allgather(np.array([error is not None]))).reshape(-1)
+    if error is None and failed.any():
+      first = int(np.flatnonzero(failed)[0])
+      error = UserError(
+        f"process {first} of {len(failed)} refused to start (its own line says why); fix that and start every "
+        "process again"
+      )
+  if error is not None:
+    error.shared = True  # every process raises it: `cli.main` leaves the run together (`finish`)
+    raise error
+  return result
 
 
 def is_leader() -> bool:

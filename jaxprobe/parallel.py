@@ -34,6 +34,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """A full copy of `tree` on every device of `mesh`, placed from the host.
+
+  On many hosts every process holds the same values and places its own devices' copies (JAX's
+  `device_put` takes host arrays there, not arrays already on a device); PRNG keys travel as
+  their raw data.
+  """
+  sharding = replicated(mesh)
+
+  def put(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), sharding)
+
+  return jax.tree.map(put, tree)
+
+
 def resolve_loop(loop: str) -> str:
   """How a loop of jitted steps is driven: "auto" -> "python" on CPU, "scan" on accelerators.
 

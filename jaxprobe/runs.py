@@ -37,10 +37,16 @@ RESUMABLE_CHANGES = ("total_steps", "stop_after", "checkpoint_every", "log_every
 
 
 class RunDir:
-  """A training run's directory: config check, latest-only checkpoints, curve logging."""
+  """A training run's directory: config check, latest-only checkpoints, curve logging.
 
-  def __init__(self, out: str | Path, algorithm: str, config: Any, resume: bool):
+  On many hosts every process opens it (each checks it, and every process takes part in each
+  checkpoint: orbax's multi-process save, which process 0 commits), and only the one with
+  `writer` True writes the config, the curve and the side tables.
+  """
+
+  def __init__(self, out: str | Path, algorithm: str, config: Any, resume: bool, writer: bool = True):
     self.path = Path(out).absolute()
+    self.writer = writer
     self.config = dict(algorithm=algorithm, **to_dict(config))  # loadable by `train-agent --config`
     # A field added to the config after a run was started counts as its default there.
     self.defaults = dict(algorithm=algorithm, **to_dict(type(config)()))
@@ -54,10 +60,11 @@ class RunDir:
       if has_checkpoint(self.path / "checkpoints"):
         raise UserError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
       # A run that ended before its first checkpoint is started again over its own folder.
-      for leftover in (config_file, *self.path.glob("*.csv")):
+      for leftover in (config_file, *self.path.glob("*.csv")) if writer else ():
         leftover.unlink()
-    self.path.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if writer:
+      self.path.mkdir(parents=True, exist_ok=True)
+    if writer and not resume:
       write_atomic(config_file, yaml.safe_dump(self.config, sort_keys=False))
     self.manager = ocp.CheckpointManager(
       self.path / "checkpoints",
@@ -92,7 +99,7 @@ class RunDir:
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Saves `state` and `meta` as checkpoint `step` (the previous one is dropped) and waits for it."""
     self.manager.save(
-      step, args=ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)), meta=ocp.args.JsonSave(meta))
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(stored(state)), meta=ocp.args.JsonSave(meta))
     )
     self.manager.wait_until_finished()
 
@@ -116,7 +123,7 @@ class RunDir:
     """The latest checkpoint's state; the curve and the side tables lose rows logged after it."""
     state, meta = self.restore(abstract_state)
     self.wall_before = meta["wall_time"]
-    for table in sorted(self.path.glob("*.csv")):
+    for table in sorted(self.path.glob("*.csv")) if self.writer else ():
       truncate_table(table, meta["step"])
     return state
 
@@ -126,6 +133,8 @@ class RunDir:
     A curve begun by an earlier version keeps its columns: the row is written in the order of
     the file's header, columns it lacks left empty, columns the header lacks dropped.
     """
+    if not self.writer:
+      return
     if self._curve_fields is None:  # read once: later rows follow the same header
       if self.curve_file.exists() and self.curve_file.stat().st_size:
         with open(self.curve_file, newline="") as f:
@@ -141,6 +150,8 @@ class RunDir:
     """Sets the row of `row["step"]` in the run's side table `table` (a CSV, e.g. a check made at each
     checkpoint). Rows of that step and later ones (left by a process that died after its last
     checkpoint) are replaced; the file is rewritten atomically."""
+    if not self.writer:
+      return
     path, rows = self.path / table, []
     if path.exists():
       with open(path, newline="") as f:
@@ -150,6 +161,14 @@ class RunDir:
   def close(self) -> None:
     """Waits for pending checkpoint writes and releases the manager."""
     self.manager.close()
+
+
+def stored(state: Any) -> Any:
+  """What a checkpoint holds of a train state: host arrays, which restore on any number of devices
+  and processes, but PRNG keys as they are (orbax stores a key's type; on many hosts the key is a
+  global array, which orbax's multi-process save needs: every process calls it, process 0 writes)."""
+  is_key = lambda x: isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+  return jax.tree.map(lambda x: x if is_key(x) else np.asarray(x), state)
 
 
 def has_checkpoint(folder: Path) -> bool:

@@ -97,6 +97,34 @@ def finalise(partial: Path, final: Path, manifest: dict, count: int) -> Path:
   return final
 
 
+def merge(parts: list["Dataset"], out: Path, manifest: dict, rows: int = 4096) -> Path:
+  """One dataset at `out` from finished datasets `parts`, their rows one after the other.
+
+  Episode ids are shifted so that each part's games keep ids of their own; `manifest` (what made
+  the whole) replaces the parts' own. Written through `PATH.partial` like a collection.
+  """
+  partial = partial_path(out)
+  total = sum(len(part) for part in parts)
+  names = sorted(parts[0].arrays)
+  if any(sorted(part.arrays) != names for part in parts):
+    raise RuntimeError("the parts of a collection hold different arrays")
+  specs = {name: ((total, *parts[0][name].shape[1:]), str(parts[0][name].dtype)) for name in names}
+  arrays = create_arrays(partial, specs)
+  start, episode_offset = 0, 0
+  for part in parts:
+    n = len(part)
+    for name in names:
+      for i in range(0, n, rows):  # in blocks: a part larger than memory is copied too
+        block = np.asarray(part[name][i : i + rows])
+        arrays[name][start + i : start + i + len(block)] = block + episode_offset if name == "episodes" else block
+    episode_offset += int(part["episodes"].max()) + 1 if n else 0
+    start += n
+  for a in arrays.values():
+    a.flush()
+  del arrays
+  return finalise(partial, out, manifest, total)
+
+
 class Dataset:
   """A finished dataset: the manifest and lazily memory-mapped arrays, checked on opening."""
 

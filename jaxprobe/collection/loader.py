@@ -1,4 +1,8 @@
-"""Shuffled, device-ready batches from a dataset, gathered in a background thread."""
+"""Shuffled, device-ready batches from a dataset, gathered in a background thread.
+
+On many hosts (`jaxprobe.hosts`) a batch's sharding spans every process's devices: each process
+reads only the rows that land on its own devices, and the global batch is assembled from them.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,26 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, epoch: int) -> np.n
   return np.sort(perm[: n * batch_size].reshape(n, batch_size), axis=1)
 
 
+def read_rows(
+  dataset: Dataset, idx: np.ndarray, names: Sequence[str], sharding: jax.sharding.Sharding | None
+) -> tuple[dict[str, jax.Array], int]:
+  """Rows `idx` of arrays `names`, placed with `sharding`, and how many rows this process read.
+
+  A sharding that spans other processes' devices gets from this process only the rows of its own
+  devices (`addressable_devices_indices_map`), so no host reads another's part of the batch.
+  """
+  if sharding is None or sharding.is_fully_addressable:
+    host = {k: np.asarray(dataset[k][idx]) for k in names}
+    return (jax.device_put(host, sharding) if sharding is not None else jax.device_put(host)), len(idx)
+  shards = sharding.addressable_devices_indices_map((len(idx),))
+  batch, read = {}, 0
+  for k in names:
+    parts = [jax.device_put(np.asarray(dataset[k][idx[where[0]]]), device) for device, where in shards.items()]
+    batch[k] = jax.make_array_from_single_device_arrays((len(idx), *parts[0].shape[1:]), sharding, parts)
+    read = sum(len(p) for p in parts)
+  return batch, read
+
+
 def batches(
   dataset: Dataset,
   batch_size: int,
@@ -30,10 +54,13 @@ def batches(
   start_batch: int = 0,
   prefetch: int = 2,
   sharding: jax.sharding.Sharding | None = None,
+  tally: dict | None = None,
 ) -> Iterator[dict[str, jax.Array]]:
   """Endless batches (epoch after epoch), starting at global batch `start_batch` (for resuming).
 
-  With `sharding`, each batch is placed with it (e.g. split over a mesh's batch axis).
+  With `sharding`, each batch is placed with it (e.g. split over a mesh's batch axis; `read_rows`).
+  `tally`, when given, counts the rows this process has read (`"rows"`) for how many batches
+  (`"batches"`, read ahead of the steps by up to `prefetch` + 1).
   """
   if batch_size > len(dataset):
     raise ValueError(f"batch size {batch_size} exceeds the dataset's {len(dataset)} states")
@@ -49,8 +76,9 @@ def batches(
         if epoch not in epoch_indices:
           epoch_indices = {epoch: batch_indices(len(dataset), batch_size, seed, epoch)}
         idx = epoch_indices[epoch][i]
-        host = {k: np.asarray(dataset[k][idx]) for k in names}
-        item = jax.device_put(host, sharding) if sharding is not None else jax.device_put(host)
+        item, read = read_rows(dataset, idx, names, sharding)
+        if tally is not None:
+          tally["rows"], tally["batches"] = tally.get("rows", 0) + read, tally.get("batches", 0) + 1
         while not stop.is_set():
           try:
             out.put(item, timeout=0.1)

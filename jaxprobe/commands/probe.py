@@ -27,7 +27,7 @@ from jaxprobe.config import add_flags, from_flags, to_dict
 from jaxprobe.evaluation.novelty import spread
 from jaxprobe.files import prepare_out_dir, save_png, write_json
 from jaxprobe.generator.spec import GeneratorBundle, load_generator
-from jaxprobe.hosts import is_leader
+from jaxprobe.hosts import is_leader, together
 from jaxprobe.report.images import grid, value_bars
 from jaxprobe.search.modes import describe as describe_modes
 from jaxprobe.search.spaces import ProbeConfig, ProbeResult, check_inputs, probe
@@ -193,16 +193,21 @@ def summary_table(results: Sequence[ProbeResult]) -> str:
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  config = from_flags(ProbeConfig, args)
-  agent = load_agent(args.agent, verify=not args.no_verify)
-  generator = load_generator(args.generator, verify=not args.no_verify) if args.generator else None
-  dataset = open_dataset(args.dataset, verify=not args.no_verify) if args.dataset else None
-  check_inputs(agent, generator, config, dataset)  # before the output folder exists: a refused run leaves none
-  for name in args.target or ["T-"]:
-    get_target(name, agent.spec.kind, agent.spec.num_actions, config.tau)
   leader = is_leader()  # on many hosts, process 0 writes and reports; the others search their rows
-  if leader:
-    prepare_out_dir(args.out)
+
+  def inputs():  # every process's inputs checked before any work: one that refuses, all refuse
+    config = from_flags(ProbeConfig, args)
+    agent = load_agent(args.agent, verify=not args.no_verify)
+    generator = load_generator(args.generator, verify=not args.no_verify) if args.generator else None
+    dataset = open_dataset(args.dataset, verify=not args.no_verify) if args.dataset else None
+    check_inputs(agent, generator, config, dataset)  # before the output folder exists: a refused run leaves none
+    for name in args.target or ["T-"]:
+      get_target(name, agent.spec.kind, agent.spec.num_actions, config.tau)
+    if leader:
+      prepare_out_dir(args.out)
+    return config, agent, generator, dataset
+
+  config, agent, generator, dataset = together(inputs)
   results = probe(agent, generator, args.target or ["T-"], config, progress=leader and not args.quiet, dataset=dataset)
   if not leader:
     return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -41,12 +42,14 @@ from jaxprobe.generator.train import (
   latent_statistics,
   updates,
 )
+from jaxprobe.hosts import is_leader, together
 from jaxprobe.parallel import batch_mesh
 from jaxprobe.report.images import grid
 from jaxprobe.runs import RunDir, drive, plot_curve
 
 NAME = "train-generator"
 WRITES = ("out",)  # held for the whole command (cli.main)
+HOSTS = True  # runs on many processes (jaxprobe.hosts): each reads its devices' rows of every batch
 HELP = "train the state generator on an agent's dataset"
 DESCRIPTION = (
   "Train the VAE-like generator with the saliency-weighted reconstruction, agent-perception and KL "
@@ -121,16 +124,25 @@ def train_generator(
   resume: bool = False,
   progress: bool = True,
   verify: bool = True,
-) -> GeneratorBundle:
+) -> GeneratorBundle | None:
   """Trains (or resumes) a generator in run directory `out`; returns it. A new run starts from the
-  parameters of the generator at `config.init` (with a fresh optimizer) when it names one."""
-  mesh = batch_mesh()
-  check_inputs(config, dataset, agent, mesh)
+  parameters of the generator at `config.init` (with a fresh optimizer) when it names one.
+
+  On many hosts (`jaxprobe.hosts`) every process trains on its devices' rows of each global batch
+  and takes part in each checkpoint; process 0 alone writes the rest of the run and returns the
+  generator (the others return None).
+  """
+  mesh, leader = batch_mesh(), is_leader()
   spec = generator_spec(config, agent)
-  init = load_generator(config.init, verify=verify) if config.init and not resume else None
-  if init is not None:
-    check_init(init, config.init, spec)
-  run = RunDir(out, "generator", config, resume)
+
+  def open_run():  # checked on every process before any work: one that refuses, all refuse
+    check_inputs(config, dataset, agent, mesh)
+    init = load_generator(config.init, verify=verify) if config.init and not resume else None
+    if init is not None:
+      check_init(init, config.init, spec)
+    return init, RunDir(out, "generator", config, resume, writer=leader)
+
+  init, run = together(open_run)
   state = init_state(spec, config, optax.adam(config.lr))
   if resume:
     state = run.resume(state)
@@ -140,18 +152,22 @@ def train_generator(
       batch_stats=jax.tree.map(jnp.asarray, init.variables["batch_stats"]),
     )
   rng = np.random.default_rng
-  sample_idx = np.sort(rng(config.seed).choice(len(dataset), SHEET_STATES, replace=False))
-  sample = {k: np.asarray(dataset[k][sample_idx]) for k in ("colour", agent.spec.action_head)}
-  stats_idx = np.sort(rng(config.seed + 1).choice(len(dataset), min(STATS_STATES, len(dataset)), replace=False))
-  stats_colour = np.asarray(dataset["colour"][stats_idx])
+  if leader:  # what only the writer shows: the sheet, the latent coordinates, the check
+    sample_idx = np.sort(rng(config.seed).choice(len(dataset), SHEET_STATES, replace=False))
+    sample = {k: np.asarray(dataset[k][sample_idx]) for k in ("colour", agent.spec.action_head)}
+    stats_idx = np.sort(rng(config.seed + 1).choice(len(dataset), min(STATS_STATES, len(dataset)), replace=False))
+    stats_colour = np.asarray(dataset["colour"][stats_idx])
+    background = objects.background(dataset["colour"])  # for the check at each checkpoint
   beta, eta = config.loss_weights()
-  background = objects.background(dataset["colour"])  # for the check at each checkpoint
 
   def bundle(state, metadata=None) -> GeneratorBundle:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     return GeneratorBundle(spec, variables, metadata or {})
 
   def save(state, step, wall):
+    if not leader:
+      run.save(step, state, dict(step=step, wall_time=wall))  # every process takes part
+      return
     # The check first: a process killed after the checkpoint still has its row.
     check = fidelity(agent, bundle(state), dataset, num=CHECK_STATES, seed=config.seed, background=background)
     run.record("objects.csv", dict(step=step, **fidelity_row(check)))
@@ -189,24 +205,34 @@ def train_generator(
     )
 
   def draw(state, step):
-    save_png(run.path / "reconstructions.png", reconstruction_sheet(bundle(state), agent, sample, config.conv_impl))
+    if leader:
+      save_png(run.path / "reconstructions.png", reconstruction_sheet(bundle(state), agent, sample, config.conv_impl))
 
+  tally = {}
   state, _ = drive(
     run,
-    updates(config, dataset, agent, state, mesh),
+    updates(config, dataset, agent, state, mesh, tally),
     state,
     end=config.total_steps,
     log_every=config.log_every,
     checkpoint_every=config.checkpoint_every,
     save=save,
     desc=f"generator {config.ablation}",
-    progress=progress,
+    progress=progress and leader,
     postfix=("loss", "L_a"),
     finite=("loss",),
     every=((config.image_every, draw),),
   )
   draw(state, config.total_steps)
   run.close()
+  if jax.process_count() > 1:  # what each process read: its own devices' rows of each batch
+    print(
+      f"process {jax.process_index()} of {jax.process_count()} read {tally.get('rows', 0)} rows of the dataset "
+      f"for {tally.get('batches', 0)} batches of {config.batch_size}",
+      file=sys.stderr,
+    )
+  if not leader:
+    return None
   generator = load_generator(run.path / "generator")
   if config.fit_prior:
     generator, _ = fit_prior(generator, dataset, seed=config.seed)
@@ -216,12 +242,18 @@ def train_generator(
 
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
-  config = load_generator_config(args.config, args.overrides)
-  agent = load_agent(args.agent, verify=not args.no_verify)
-  dataset = open_dataset(args.dataset, verify=not args.no_verify)
-  train_generator(
+  config, agent, dataset = together(
+    lambda: (
+      load_generator_config(args.config, args.overrides),
+      load_agent(args.agent, verify=not args.no_verify),
+      open_dataset(args.dataset, verify=not args.no_verify),
+    )
+  )
+  trained = train_generator(
     config, dataset, agent, args.out, resume=args.resume, progress=not args.quiet, verify=not args.no_verify
   )
+  if trained is None:  # not the writer (jaxprobe.hosts)
+    return
   print(
     f"trained the {config.ablation} generator: {args.out}/generator, curves in {args.out}/curve.png, "
     f"samples in {args.out}/reconstructions.png"

@@ -27,7 +27,7 @@ from jaxprobe.errors import UserError
 from jaxprobe.generator import losses, prior
 from jaxprobe.generator.autoencoder import Generator
 from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, check_same_agent
-from jaxprobe.parallel import batch_sharding, replicated
+from jaxprobe.parallel import batch_sharding, replicate
 
 ABLATIONS = ("full", "vae", "saliency", "perception")
 
@@ -189,19 +189,26 @@ def check_inputs(config: GeneratorConfig, dataset: Dataset, agent: Agent, mesh: 
 
 
 def updates(
-  config: GeneratorConfig, dataset: Dataset, agent: Agent, state: TrainState, mesh: jax.sharding.Mesh
+  config: GeneratorConfig,
+  dataset: Dataset,
+  agent: Agent,
+  state: TrainState,
+  mesh: jax.sharding.Mesh,
+  tally: dict | None = None,
 ) -> Iterator[tuple[TrainState, int, dict]]:
   """Generator training from `state` until `config.total_steps`: yields (state, step, loss terms).
 
   Each item is one jitted Adam step on one global batch, split over the mesh's "batch" axis
   (the state replicated; XLA inserts the gradient all-reduce and takes batch norm statistics
   over the whole batch). Batches follow the seeded epoch order from the state's step, so a
-  resumed run sees the same batches as an uninterrupted one.
+  resumed run sees the same batches as an uninterrupted one. On many hosts the mesh spans every
+  process's devices and each process reads only its devices' rows of each batch (`tally` counts
+  them, `collection.loader.batches`).
   """
   check_inputs(config, dataset, agent, mesh)
   network = generator_spec(config, agent).network(config.conv_impl)
-  state = jax.device_put(state, replicated(mesh))
-  agent_params = jax.device_put(agent.params, replicated(mesh))
+  state = replicate(state, mesh)
+  agent_params = replicate(agent.params, mesh)
   background = objects.background(dataset["colour"]) if config.object_share > 0 else None
   step_fn = jax.jit(make_train_step(network, agent, config, optax.adam(config.lr), background))
   names = ("colour", "mask", agent.spec.action_head)
@@ -212,6 +219,7 @@ def updates(
     names=names,
     start_batch=int(state.step),
     sharding=batch_sharding(mesh),
+    tally=tally,
   )
   try:
     for step in range(int(state.step), config.total_steps):

@@ -349,8 +349,8 @@ def _summary_table(rows: list, real_gauges: dict, real_states: int, real_spread:
   note = (
     "<p class='meta'>spread: the mean squared difference between two states of a row (agent's view, "
     "[0, 1] units); far below the real states' it means the search found one state many times. "
-    "Modes: groups of similar found states, their number chosen from the data (k-means on the agent's "
-    "features of them, the k with the best silhouette; jaxprobe.search.modes). "
+    "Modes: groups of similar found states, their number chosen from the data (on the agent's "
+    "features of them, a Gaussian mixture whose number of components has the lowest BIC; jaxprobe.search.modes). "
     "Objects: groups of at least 2 pixels that differ from the dataset's median frame by more than 25% "
     "(jaxprobe.collection.objects), in each of the four frames of a state; in Pong the ball is a 2-6 px "
     "object."

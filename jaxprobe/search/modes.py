@@ -1,12 +1,19 @@
 """Weakness modes: a target's found states grouped into clusters, the number chosen from the data.
 
 A batch of searches that finds one kind of state 200 times and another 56 times should say so,
-and show one of each. The states are clustered on the agent's features of them (its torso's
-512 outputs, `AgentSpec.features`: states the agent reads alike group together) with k-means for
-every k from 2 to `max_modes`; the k with the highest mean silhouette wins, and the batch counts
-as one mode when even that silhouette is below 0.25, the level below which Kaufman & Rousseeuw
-(1990, "Finding Groups in Data", Section 2.2) find no substantial structure. Each mode's
-representative is its lowest-energy state.
+and show one of each. The states are described by the agent's features of them (its torso's 512
+outputs, `AgentSpec.features`: states the agent reads alike group together), projected on their
+leading principal directions (the fewest that hold 90% of the variance, at most `MAX_DIMS` and
+few enough that two components have fewer parameters than there are states) and
+scaled to unit variance along each. A Gaussian mixture with full covariances is fitted there for
+every k from 1 to `max_modes` (expectation-maximisation started from k-means), and the k with the
+lowest Bayesian information criterion (Schwarz 1978, "Estimating the dimension of a model") wins:
+
+    BIC(k) = -2 sum_i log p_k(z_i) + m_k log n,    m_k = (k - 1) + k D + k D (D + 1) / 2
+
+so a further mode is kept only when the likelihood it adds pays for its parameters, and one mode
+wins when the states show no structure. Each state joins its most probable component; each
+mode's representative is its lowest-energy state.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-NO_STRUCTURE = 0.25  # mean silhouette below which the states count as one mode
-MAX_STATES = 2048  # larger batches are clustered on a seeded subset, the rest joins the nearest mode
+MAX_DIMS = 8  # principal directions the mixture is fitted in, at most
+VARIANCE_KEPT = 0.9  # the fewest directions holding this share of the variance
+COVARIANCE_FLOOR = 1e-3  # on each component's diagonal, in unit-variance coordinates: no collapse onto a point
+MAX_STATES = 2048  # larger batches are clustered on a seeded subset, then every state joins its component
 
 
 class Modes(NamedTuple):
@@ -26,29 +35,25 @@ class Modes(NamedTuple):
   sizes: np.ndarray  # (k,) states per mode
   representatives: np.ndarray  # (k,) index of each mode's lowest-energy state
   median_energy: np.ndarray  # (k,) median energy of each mode's states
-  silhouette: float  # mean silhouette of the chosen clustering (0 for one mode)
+  bic: np.ndarray  # (max_modes,) BIC of 1, 2, ... components (inf where k had too few states)
+  dims: int  # principal directions the mixture was fitted in
 
   def summary(self) -> dict:
-    """The modes as JSON: count, each one's share, representative, median energy, and the silhouette."""
+    """The modes as JSON: count, each one's share, representative, median energy, and the BIC of each k."""
     n = int(self.sizes.sum())
     return dict(
       modes=len(self.sizes),
       share=[round(float(s) / n, 4) for s in self.sizes],
       representatives=self.representatives.tolist(),
       median_energy=[round(float(e), 4) for e in self.median_energy],
-      silhouette=round(self.silhouette, 4),
+      bic=[round(float(b), 1) if np.isfinite(b) else None for b in self.bic],
+      dims=self.dims,
     )
 
 
 def describe(summary: dict) -> str:
   """'3 (50/30/20)' from `Modes.summary()`: the number of modes and each one's share of the states, in percent."""
   return f"{summary['modes']} ({'/'.join(f'{100 * x:.0f}' for x in summary['share'])})"
-
-
-def pairwise_distances(x: np.ndarray) -> np.ndarray:
-  """Euclidean distances between the rows of `x` `(n, d)`: `(n, n)`."""
-  sq = (x * x).sum(1)
-  return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0))
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 4, iters: int = 50) -> np.ndarray:
@@ -73,51 +78,95 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 4, i
   return best
 
 
-def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
-  """Mean silhouette (b - a) / max(a, b) over the states; a state alone in its cluster scores 0.
+class Mixture(NamedTuple):
+  """A Gaussian mixture: weights `(k,)`, means `(k, D)`, covariances `(k, D, D)`."""
 
-  a: mean distance to the other states of its cluster; b: the lowest mean distance to another cluster.
+  weights: np.ndarray
+  means: np.ndarray
+  covariances: np.ndarray
+
+
+def component_log_densities(mixture: Mixture, z: np.ndarray) -> np.ndarray:
+  """log w_j + log N(z_i; mu_j, Sigma_j) for points `(n, D)`: `(n, k)`."""
+  d = z.shape[1]
+  columns = []
+  for w, mu, cov in zip(*mixture):
+    tril = np.linalg.cholesky(cov)
+    white = np.linalg.solve(tril, (z - mu).T)  # (D, n)
+    log_det = np.log(np.diag(tril)).sum()
+    columns.append(np.log(max(w, 1e-300)) - 0.5 * (white**2).sum(0) - log_det - 0.5 * d * np.log(2 * np.pi))
+  return np.stack(columns, 1)
+
+
+def fit_mixture(z: np.ndarray, labels: np.ndarray, k: int, iters: int = 200) -> tuple[Mixture, float]:
+  """A `k`-component mixture fitted to `z` `(n, D)` by EM from the hard assignment `labels`; its log-likelihood."""
+  n, d = z.shape
+  r = np.eye(k)[labels]  # responsibilities (n, k)
+  previous = -np.inf
+  for _ in range(iters):
+    mass = r.sum(0) + 1e-12
+    means = (r.T @ z) / mass[:, None]
+    diff = z[None] - means[:, None]  # (k, n, D)
+    cov = np.einsum("nk,kni,knj->kij", r, diff, diff) / mass[:, None, None] + COVARIANCE_FLOOR * np.eye(d)
+    mixture = Mixture(mass / n, means, cov)
+    log_p = component_log_densities(mixture, z)
+    top = log_p.max(1, keepdims=True)
+    log_lik = top[:, 0] + np.log(np.exp(log_p - top).sum(1))  # (n,) log p(z_i)
+    r = np.exp(log_p - log_lik[:, None])
+    total = float(log_lik.sum())
+    if total - previous < 1e-8 * n:
+      break
+    previous = total
+  return mixture, total
+
+
+def parameter_count(k: int, d: int) -> int:
+  """Free parameters of a k-component, D-dimensional full-covariance mixture."""
+  return (k - 1) + k * d + k * d * (d + 1) // 2
+
+
+def principal_coordinates(x: np.ndarray, max_dims: int = MAX_DIMS) -> tuple[np.ndarray, np.ndarray]:
+  """Mean `(d,)` and projection `(d, D)` onto the leading principal directions, scaled to unit variance.
+
+  D is also kept small enough that two components have fewer parameters than there are states.
   """
-  ks = np.unique(labels)
-  if len(ks) < 2:
-    return 0.0
-  member = labels[:, None] == ks[None, :]  # (n, k)
-  sums = distances @ member  # (n, k) summed distance to each cluster
-  counts = member.sum(0).astype(np.float64)
-  own = member.argmax(1)
-  n_own = counts[own]
-  a = sums[np.arange(len(labels)), own] / np.maximum(n_own - 1, 1)
-  other = np.where(member, np.inf, sums / counts)
-  b = other.min(1)
-  s = np.where(n_own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
-  return float(s.mean())
+  mean = x.mean(0)
+  _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+  variance = s**2 / len(x)
+  share = np.cumsum(variance) / max(variance.sum(), 1e-300)
+  fits_two = max(d for d in range(1, max_dims + 1) if d == 1 or parameter_count(2, d) < len(x))
+  dims = min(int(np.searchsorted(share, VARIANCE_KEPT) + 1), fits_two, int((variance > 1e-12 * variance[0]).sum()))
+  return mean, vt[:dims].T / np.sqrt(variance[:dims])
 
 
-def find_modes(features: np.ndarray, energy: np.ndarray, max_modes: int = 8, seed: int = 0) -> Modes:
+def find_modes(
+  features: np.ndarray, energy: np.ndarray, max_modes: int = 8, seed: int = 0, max_dims: int = MAX_DIMS
+) -> Modes:
   """The modes of `n` states from their features `(n, d)` (the agent's) and energies `(n,)`.
 
-  Above MAX_STATES states, the clustering is chosen on a seeded subset of MAX_STATES (the
-  silhouette needs all pairwise distances) and every state joins the mode with the nearest mean.
+  Above MAX_STATES states, the mixture is chosen and fitted on a seeded subset of MAX_STATES and
+  every state then joins its most probable component.
   """
   x = np.asarray(features, np.float64).reshape(len(features), -1)
   energy = np.asarray(energy, np.float64)
   n = len(x)
   rng = np.random.default_rng(seed)
   subset = np.sort(rng.choice(n, MAX_STATES, replace=False)) if n > MAX_STATES else np.arange(n)
-  xs = x[subset]
-  labels, score = np.zeros(n, np.int64), 0.0
-  if len(xs) >= 3:
-    distances = pairwise_distances(xs)
-    for k in range(2, min(max_modes, len(xs) - 1) + 1):
-      candidate = kmeans(xs, k, rng)
-      s = silhouette(distances, candidate)
-      if s > score:
-        labels, score = candidate, s
-    if score < NO_STRUCTURE:
-      labels, score = np.zeros(n, np.int64), 0.0
-    elif n > len(xs):
-      means = np.stack([xs[labels == j].mean(0) for j in np.unique(labels)])
-      labels = np.unique(labels)[((x[:, None] - means[None]) ** 2).sum(-1).argmin(1)]
+  bic = np.full(max_modes, np.inf)
+  labels, dims = np.zeros(n, np.int64), 0
+  if len(subset) >= 3 and np.ptp(x[subset], axis=0).max() > 0:
+    mean, project = principal_coordinates(x[subset], max_dims)
+    z, dims = (x[subset] - mean) @ project, project.shape[1]
+    best = None
+    for k in range(1, max_modes + 1):
+      if parameter_count(k, dims) >= len(z) or k > len(z):
+        break  # more parameters than states: the criterion means nothing
+      mixture, log_lik = fit_mixture(z, kmeans(z, k, rng) if k > 1 else np.zeros(len(z), np.int64), k)
+      bic[k - 1] = -2.0 * log_lik + parameter_count(k, dims) * np.log(len(z))
+      if bic[k - 1] == bic.min():
+        best = mixture
+    if best is not None:
+      labels = component_log_densities(best, (x - mean) @ project).argmax(1)
   ks, sizes = np.unique(labels, return_counts=True)
   rank = np.empty(len(ks), np.int64)
   rank[np.argsort(-sizes, kind="stable")] = np.arange(len(ks))
@@ -125,4 +174,4 @@ def find_modes(features: np.ndarray, energy: np.ndarray, max_modes: int = 8, see
   sizes = np.bincount(labels)
   reps = np.array([np.flatnonzero(labels == j)[np.argmin(energy[labels == j])] for j in range(len(sizes))])
   medians = np.array([np.median(energy[labels == j]) for j in range(len(sizes))])
-  return Modes(labels, sizes, reps, medians, score)
+  return Modes(labels, sizes, reps, medians, bic, dims)
