@@ -34,6 +34,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def is_prng_key(x: Any) -> bool:
+  """Whether `x` is an array of typed PRNG keys (`jax.random.key`)."""
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """A full copy of `tree` on every device of `mesh`, placed from the host.
 
@@ -44,7 +49,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   sharding = replicated(mesh)
 
   def put(x):
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    if is_prng_key(x):
       data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
       return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     return jax.device_put(np.asarray(x), sharding)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from jaxprobe.config import to_dict
 from jaxprobe.errors import UserError
 from jaxprobe.files import check_dir_path, write_atomic
+from jaxprobe.parallel import is_prng_key
 from jaxprobe.stops import check, polled, uninterrupted
 
 # Fields that may differ between a run and its resumption: how long to train, how often to save,
@@ -167,8 +168,7 @@ def stored(state: Any) -> Any:
   """What a checkpoint holds of a train state: host arrays, which restore on any number of devices
   and processes, but PRNG keys as they are (orbax stores a key's type; on many hosts the key is a
   global array, which orbax's multi-process save needs: every process calls it, process 0 writes)."""
-  is_key = lambda x: isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-  return jax.tree.map(lambda x: x if is_key(x) else np.asarray(x), state)
+  return jax.tree.map(lambda x: x if is_prng_key(x) else np.asarray(x), state)
 
 
 def has_checkpoint(folder: Path) -> bool:

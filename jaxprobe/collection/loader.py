@@ -37,13 +37,12 @@ def read_rows(
   if sharding is None or sharding.is_fully_addressable:
     host = {k: np.asarray(dataset[k][idx]) for k in names}
     return (jax.device_put(host, sharding) if sharding is not None else jax.device_put(host)), len(idx)
-  shards = sharding.addressable_devices_indices_map((len(idx),))
-  batch, read = {}, 0
+  mine = {device: idx[where[0]] for device, where in sharding.addressable_devices_indices_map((len(idx),)).items()}
+  batch = {}
   for k in names:
-    parts = [jax.device_put(np.asarray(dataset[k][idx[where[0]]]), device) for device, where in shards.items()]
+    parts = [jax.device_put(np.asarray(dataset[k][rows]), device) for device, rows in mine.items()]
     batch[k] = jax.make_array_from_single_device_arrays((len(idx), *parts[0].shape[1:]), sharding, parts)
-    read = sum(len(p) for p in parts)
-  return batch, read
+  return batch, sum(len(rows) for rows in mine.values())
 
 
 def batches(

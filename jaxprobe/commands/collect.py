@@ -55,6 +55,22 @@ def parts_path(out: str | Path) -> Path:
   return out.with_name(out.name + ".parts")
 
 
+def record(args: argparse.Namespace, agent, out: str | Path, frames: int, seed: int, resume: bool) -> dict:
+  """`frames` states into `out` with `seed`, the flags' other settings; progress shown by process 0 alone."""
+  return collect(
+    agent,
+    out,
+    frames,
+    env_id=args.env,
+    epsilon=args.epsilon,
+    num_envs=args.num_envs,
+    seed=seed,
+    resume=resume,
+    progress=is_leader() and not args.quiet,
+    command=" ".join(sys.argv),
+  )
+
+
 def collect_on_hosts(args: argparse.Namespace) -> None:
   """Each process collects its share of `--frames` with its own seed into `OUT.parts/part-P`;
   process 0 then merges the parts into one dataset at OUT (docs/hosts.md)."""
@@ -72,18 +88,7 @@ def collect_on_hosts(args: argparse.Namespace) -> None:
   share = args.frames // processes + (me < args.frames % processes)
   mine = parts / f"part-{me}"
   if not (args.resume and mine.is_dir()):  # a part finished before a stop is kept as it is
-    collect(
-      agent,
-      mine,
-      share,
-      env_id=args.env,
-      epsilon=args.epsilon,
-      num_envs=args.num_envs,
-      seed=args.seed + PART_SEED_STRIDE * me,
-      resume=args.resume and ds.partial_path(mine).is_dir(),
-      progress=leader and not args.quiet,
-      command=" ".join(sys.argv),
-    )
+    record(args, agent, mine, share, args.seed + PART_SEED_STRIDE * me, args.resume and ds.partial_path(mine).is_dir())
   together(lambda: None)  # every part finished
   if not leader:
     return
@@ -107,18 +112,7 @@ def run(args: argparse.Namespace) -> None:
     collect_on_hosts(args)
     return
   agent = load_agent(args.agent, env_id=args.env, verify=not args.no_verify)
-  stats = collect(
-    agent,
-    args.out,
-    args.frames,
-    env_id=args.env,
-    epsilon=args.epsilon,
-    num_envs=args.num_envs,
-    seed=args.seed,
-    resume=args.resume,
-    progress=not args.quiet,
-    command=" ".join(sys.argv),
-  )
+  stats = record(args, agent, args.out, args.frames, args.seed, args.resume)
   t = stats["times_s"]
   print(
     f"collected {stats['frames']} states into {args.out} in {stats['wall_s']:.1f} s "
