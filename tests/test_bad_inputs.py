@@ -123,6 +123,11 @@ CASES = [
   (f"dataset info {D} --num 0", "--num: must be an integer >= 1"),
   (f"dataset info {D} --sheet {{w}}/folder", "--sheet {w}/folder is a directory"),
   ("dataset info {w}/data-changed", "gray.npy does not match its checksum"),
+  # dataset merge
+  (f"dataset merge {D} --out {{w}}/o", "give at least two datasets to merge"),
+  (f"dataset merge {D} {{w}}/seaquest-data --out {{w}}/o", "collected by another agent"),
+  (f"dataset merge {D} {D} --out {D}", "{w}/data already exists"),
+  (f"dataset merge {D} {{w}}/data-changed --out {{w}}/o", "gray.npy does not match its checksum"),
   # train-generator
   (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o batch_size=0", "'batch_size' must be"),
   (f"train-generator --config {GEN} --dataset {D} --agent {A} --out {{w}}/o batch_size=64", "larger than the dataset"),

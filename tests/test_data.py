@@ -71,6 +71,19 @@ def test_manifest_and_roundtrip(agent, greedy_dataset, tmp_path):
   assert (np.diff(steps, axis=1) == 1).all()
 
 
+def test_merged_datasets_keep_every_row_and_their_games_apart(agent, greedy_dataset, tmp_path):
+  other = tmp_path / "other"
+  collect(agent, other, 64, epsilon=0.5, num_envs=ENVS, seed=9, progress=False)
+  assert main(["dataset", "merge", str(greedy_dataset.path), str(other), "--out", str(tmp_path / "both")]) == 0
+  both, second = open_dataset(tmp_path / "both"), open_dataset(other)
+  assert len(both) == len(greedy_dataset) + 64 and [p["frames"] for p in both.manifest["parts"]] == [ENVS * STEPS, 64]
+  for name in greedy_dataset.arrays:
+    if name != "episodes":
+      np.testing.assert_array_equal(both[name], np.concatenate([greedy_dataset[name], second[name]]))
+  first_games = set(np.asarray(both["episodes"][: ENVS * STEPS]).tolist())
+  assert first_games.isdisjoint(np.asarray(both["episodes"][ENVS * STEPS :]).tolist())
+
+
 def test_killed_collection_resumes_to_a_valid_dataset(agent, tmp_path, monkeypatch):
   out = tmp_path / "d"
   real_write = ds.write_progress

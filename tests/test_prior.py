@@ -11,6 +11,7 @@ from test_probe import tiny_generator
 
 from jaxprobe.agents import Agent
 from jaxprobe.cli import main
+from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import open_dataset
 from jaxprobe.collection.recorder import collect
 from jaxprobe.generator import prior
@@ -85,9 +86,18 @@ def test_fit_prior_stores_a_mixture_of_the_standardised_latents(fitted, capsys):
   gen = load_generator(fitted / "gen")
   record = gen.metadata["latent_prior"]
   assert gen.prior is not None and gen.prior.means.shape == (record["components"], 8)
-  assert set(record["check"]) == {"real states", "fitted prior", "N(0, I)"} and record["states"] == 64
-  # Refitting the same states with the same seed gives the stored mixture.
+  assert set(record["check"]) == {"real states", "reconstructions", "fitted prior", "N(0, I)"}
+  assert record["states"] == 64
   dataset = open_dataset(fitted / "data")
+  # The reconstructions' row describes G(E(x)) of the 32 real states the check compares against.
+  colour = np.asarray(dataset["colour"])
+  checked = np.sort(np.random.default_rng(0).choice(64, 32, replace=False))
+  drawn = np.round(np.asarray(gen.reconstruct(gen.variables, colour[checked])["colour"]) * 255).astype(np.uint8)
+  want = objects.describe(drawn, objects.background(colour))
+  got = record["check"]["reconstructions"]
+  assert got["objects_per_frame"] == pytest.approx(want["objects_per_frame"], abs=0.05)
+  assert got["share_with_object_of_size"] == pytest.approx(want["share_with_object_of_size"], abs=0.02)
+  # Refitting the same states with the same seed gives the stored mixture.
   rows = np.sort(np.random.default_rng(0).choice(64, 64, replace=False))
   again, _ = fit_latent_prior(gen, np.asarray(dataset["colour"][rows]), jax.random.split(jax.random.key(0))[0])
   np.testing.assert_allclose(again.means, gen.prior.means, rtol=1e-4, atol=1e-4)

@@ -8,6 +8,7 @@ directories, images, JSON and tables; the stage packages they call compute.
 from jaxprobe.commands import (
   collect,
   dataset_info,
+  dataset_merge,
   demo,
   evaluate_agent,
   explain,
@@ -26,6 +27,7 @@ PIPELINE = (
   explain,  # saliency: what the agent looks at
   collect,  # collection: record its states
   dataset_info,  # collection: inspect them
+  dataset_merge,  # collection: join the seeds
   train_generator,  # generator: learn to draw them
   goggles,  # generator: does the agent still play through it?
   fidelity,  # generator: what survives, state by state

@@ -19,7 +19,7 @@ NAME = ("dataset", "info")
 WRITES = ("dataset", "sheet")  # the contact sheet is written into it by default
 HELP = "print a dataset's manifest, action histogram and game scores, and write a contact sheet of random states"
 DESCRIPTION = None
-GROUP_HELP = "inspect datasets"
+GROUP_HELP = "inspect and join datasets"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -41,9 +41,10 @@ def run(args: argparse.Namespace) -> None:
   )
   scores = ", ".join(f"{k}: {v:.1f}" for k, v in record["held_out_log_density"].items())
   print(f"fitted {record['components']} components to {record['states']} states (held-out log density {scores})")
-  print(f"{'':14s} {'objects/frame':>13s} {'2-6 px':>7s} {'7-30 px':>8s} {'spread':>8s}")
+  print(f"{'':15s} {'objects/frame':>13s} {'2-6 px':>7s} {'7-30 px':>8s} {'>30 px':>7s} {'spread':>8s}")
   for name, s in record["check"].items():
     share = s["share_with_object_of_size"]
-    print(f"{name:14s} {s['objects_per_frame']:13.2f} {share['2-6']:7.1%} {share['7-30']:8.1%} {s['spread']:8.2e}")
+    sizes = f"{share['2-6']:7.1%} {share['7-30']:8.1%} {share['>30']:7.1%}"
+    print(f"{name:15s} {s['objects_per_frame']:13.2f} {sizes} {s['spread']:8.2e}")
   save_generator(args.generator, fitted)
   print(f"saved the prior with the generator in {args.generator}")

@@ -24,11 +24,26 @@ from jaxprobe.search.spaces import latent_renderer
 
 def decode_samples(generator: GeneratorBundle, mixture: GaussianMixture, num: int, key: jax.Array, batch: int = 256):
   """`num` states decoded from the mixture's samples u: (colour `(num, 84, 84, 12)` uint8, agent view)."""
-  u = np.asarray(sample(mixture, key, num))
+  return decode_latents(generator, np.asarray(sample(mixture, key, num)), batch)
+
+
+def reconstruct(generator: GeneratorBundle, colour: np.ndarray, batch: int = 256):
+  """G(E(x)) of real colour stacks `(N, 84, 84, 12)` uint8: (colour uint8, agent view)."""
+  run = jax.jit(lambda v, x: (lambda out: (out["colour"], out["agent_view"]))(generator.reconstruct(v, x)))
+  return to_states(lambda rows: run(generator.variables, np.asarray(colour[rows])), len(colour), batch)
+
+
+def decode_latents(generator: GeneratorBundle, u: np.ndarray, batch: int = 256):
+  """States decoded from latent coordinates u `(N, D)`: (colour `(N, 84, 84, 12)` uint8, agent view)."""
   decode = jax.jit(latent_renderer(generator))
+  return to_states(lambda rows: decode(generator.variables, u[rows]), len(u), batch)
+
+
+def to_states(render, num: int, batch: int):
+  """`render(rows)` -> (colour in [0, 1], agent view in [0, 255]) over `num` rows in batches, as uint8."""
   colour, gray = [], []
   for i in range(0, num, batch):
-    c, g = decode(generator.variables, u[i : i + batch])
+    c, g = render(slice(i, i + batch))
     colour.append(np.round(np.asarray(c) * 255).astype(np.uint8))
     gray.append(np.round(np.asarray(g)).astype(np.uint8))
   return np.concatenate(colour), np.concatenate(gray)
@@ -42,10 +57,16 @@ def sample_statistics(colour: np.ndarray, gray: np.ndarray, background: np.ndarr
 def compare_with_real(
   generator: GeneratorBundle, mixtures: dict, real_colour: np.ndarray, real_gray: np.ndarray, num: int, key: jax.Array
 ) -> dict:
-  """Statistics of `num` decoded samples of each named mixture, and of `num` real states."""
+  """Statistics of `num` decoded samples of each named mixture, of `num` real states and of their
+  reconstructions: samples can look no more like the game than the decoder draws it, so a gap that
+  the reconstructions share is the generator's, not the prior's."""
   background = objects.background(real_colour)
   rows = np.sort(np.random.default_rng(0).choice(len(real_colour), min(num, len(real_colour)), replace=False))
-  out = {"real states": sample_statistics(np.asarray(real_colour[rows]), np.asarray(real_gray[rows]), background)}
+  real = np.asarray(real_colour[rows])
+  out = {
+    "real states": sample_statistics(real, np.asarray(real_gray[rows]), background),
+    "reconstructions": sample_statistics(*reconstruct(generator, real), background),
+  }
   for name, mixture in mixtures.items():
     out[name] = sample_statistics(*decode_samples(generator, mixture, num, key), background)
   return out
