@@ -97,21 +97,23 @@ def finalise(partial: Path, final: Path, manifest: dict, count: int) -> Path:
   return final
 
 
-def merge(parts: list["Dataset"], out: Path, manifest: dict, rows: int = 4096) -> Path:
-  """One dataset at `out` from finished datasets `parts`, their rows one after the other.
+def merge(sources: list["Dataset"], out: Path, rows: int = 4096, **fields) -> Path:
+  """One dataset at `out` from finished datasets `sources` of one agent, their rows one after the other.
 
-  Episode ids are shifted so that each part's games keep ids of their own; `manifest` (what made
-  the whole) replaces the parts' own. Written through `PATH.partial` like a collection.
+  Episode ids are shifted so that each source's games keep ids of their own. The manifest is the
+  first source's with `fields` (what made the whole) laid over it. Written through `PATH.partial` like
+  a collection. Parts of another agent, game or array layout are refused (UserError).
   """
+  check_mergeable(sources)
+  manifest = {k: v for k, v in sources[0].manifest.items() if k not in ("count", "arrays", "format_version")}
+  manifest.update(fields)
   partial = partial_path(out)
-  total = sum(len(part) for part in parts)
-  names = sorted(parts[0].arrays)
-  if any(sorted(part.arrays) != names for part in parts):
-    raise RuntimeError("the parts of a collection hold different arrays")
-  specs = {name: ((total, *parts[0][name].shape[1:]), str(parts[0][name].dtype)) for name in names}
+  total = sum(len(part) for part in sources)
+  names = sorted(sources[0].arrays)
+  specs = {name: ((total, *sources[0][name].shape[1:]), str(sources[0][name].dtype)) for name in names}
   arrays = create_arrays(partial, specs)
   start, episode_offset = 0, 0
-  for part in parts:
+  for part in sources:
     n = len(part)
     for name in names:
       for i in range(0, n, rows):  # in blocks: a part larger than memory is copied too
@@ -123,6 +125,23 @@ def merge(parts: list["Dataset"], out: Path, manifest: dict, rows: int = 4096) -
     a.flush()
   del arrays
   return finalise(partial, out, manifest, total)
+
+
+def check_mergeable(parts: list["Dataset"]) -> None:
+  """Refuses parts that do not belong in one dataset: another agent, game or array layout."""
+  layout = lambda d: {name: (tuple(a.shape[1:]), str(a.dtype)) for name, a in d.arrays.items()}
+  first = parts[0]
+  for part in parts[1:]:
+    if part.agent_fingerprint != first.agent_fingerprint:
+      raise UserError(
+        f"{part.path} was collected by another agent ({part.agent_fingerprint}) than {first.path} "
+        f"({first.agent_fingerprint}); merge only one agent's datasets"
+      )
+    if part.manifest.get("env_id") != first.manifest.get("env_id") or layout(part) != layout(first):
+      raise UserError(
+        f"{part.path} holds other arrays or another game than {first.path} "
+        f"({part.manifest.get('env_id')} vs {first.manifest.get('env_id')}); collect them with one jaxprobe version"
+      )
 
 
 class Dataset:

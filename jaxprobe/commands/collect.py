@@ -93,15 +93,14 @@ def collect_on_hosts(args: argparse.Namespace) -> None:
   if not leader:
     return
   datasets = [ds.open_dataset(parts / f"part-{p}", verify=False) for p in range(processes)]
-  first = datasets[0].manifest
-  manifest = {k: v for k, v in first.items() if k not in ("count", "arrays", "format_version")}
-  manifest.update(
+  ds.merge(
+    datasets,
+    out,
     seed=args.seed,
     frames=args.frames,
     processes=processes,
     parts=[dict(process=p, seed=d.manifest["seed"], frames=len(d)) for p, d in enumerate(datasets)],
   )
-  ds.merge(datasets, out, manifest)
   shutil.rmtree(parts)
   print(f"collected {args.frames} states into {out} on {processes} processes (each its own share and seed)")
 

@@ -30,23 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   flags.no_verify(p)
 
 
-def check_parts(parts: list[ds.Dataset]) -> None:
-  """Refuses parts that do not belong in one dataset: another agent, game or array layout."""
-  first = parts[0]
-  for part in parts[1:]:
-    if part.agent_fingerprint != first.agent_fingerprint:
-      raise UserError(
-        f"{part.path} was collected by another agent ({part.agent_fingerprint}) than {first.path} "
-        f"({first.agent_fingerprint}); merge only one agent's datasets"
-      )
-    layout = lambda d: {name: (tuple(a.shape[1:]), str(a.dtype)) for name, a in d.arrays.items()}
-    if part.manifest.get("env_id") != first.manifest.get("env_id") or layout(part) != layout(first):
-      raise UserError(
-        f"{part.path} holds other arrays or another game than {first.path} "
-        f"({part.manifest.get('env_id')} vs {first.manifest.get('env_id')}); collect them with one jaxprobe version"
-      )
-
-
 def run(args: argparse.Namespace) -> None:
   """Runs the subcommand."""
   out = Path(args.out)
@@ -55,15 +38,15 @@ def run(args: argparse.Namespace) -> None:
   if out.exists():
     raise UserError(f"{out} already exists; choose another --out (nothing was overwritten)")
   parts = [ds.open_dataset(path, verify=not args.no_verify) for path in args.datasets]
-  check_parts(parts)
-  manifest = {k: v for k, v in parts[0].manifest.items() if k not in ("count", "arrays", "format_version")}
-  manifest.update(
+  frames = sum(len(p) for p in parts)
+  ds.merge(
+    parts,
+    out,
     command=" ".join(sys.argv),
-    frames=sum(len(p) for p in parts),
+    frames=frames,
     parts=[
       dict(path=str(p.path), seed=p.manifest.get("seed"), frames=len(p), command=p.manifest.get("command"))
       for p in parts
     ],
   )
-  ds.merge(parts, out, manifest)
-  print(f"merged {len(parts)} datasets ({manifest['frames']} states) into {out}")
+  print(f"merged {len(parts)} datasets ({frames} states) into {out}")
