@@ -69,6 +69,17 @@ def test_loss_terms_equal_their_formulas():
   centre = lambda q: q - q.mean(1, keepdims=True)
   np.testing.assert_allclose(losses.perception(a, b, centred=True), ((centre(a) - centre(b)) ** 2).sum(1), rtol=1e-5)
   np.testing.assert_allclose(losses.perception(a, a + 3.0, centred=True), 0.0, atol=1e-5)
+  # Softmax (distillation): tau^2 KL(p || q) of the two softmaxes at temperature tau.
+  tau = 0.5
+  p = np.exp(a / tau) / np.exp(a / tau).sum(1, keepdims=True)
+  q = np.exp(b / tau) / np.exp(b / tau).sum(1, keepdims=True)
+  kl = (p * np.log(p / q)).sum(1)
+  np.testing.assert_allclose(losses.perception_softmax(a, b, tau), tau**2 * kl, rtol=1e-4)
+  np.testing.assert_allclose(losses.perception_softmax(a, a + 3.0, tau), 0.0, atol=1e-6)
+  # For differences much smaller than tau it is the p-weighted centred distance, halved.
+  d = 1e-2 * rng.normal(size=(3, 6))
+  weighted = (p * (d - (p * d).sum(1, keepdims=True)) ** 2).sum(1) / 2
+  np.testing.assert_allclose(losses.perception_softmax(a, a + d, tau), weighted, rtol=5e-2)
   mean, logvar = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
   var = np.exp(logvar)  # KL(N(m, v) || N(0, 1)) per dimension: (v + m^2 - 1 - log v) / 2
   np.testing.assert_allclose(
@@ -419,6 +430,17 @@ def test_object_weights_give_objects_their_share_and_keep_the_total():
   # A state without objects keeps weight 1.
   flat = np.asarray(losses.object_weights(np.tile(BG / np.float32(255.0), (1, 1, 1, 4)), BG / np.float32(255.0), 0.5))
   np.testing.assert_array_equal(flat, 1.0)
+  # With the reconstruction given, a smear it draws on the background weighs as an object pixel:
+  # a trail of 6 white pixels off any real object, and a faint one (below 25%) that stays background.
+  recon = real.copy()
+  recon[0, 40, 2:8, 0:3] = 1.0
+  recon[0, 50, 2:8, 0:3] = BG[0, 0] / 255.0 + 0.1
+  both = np.asarray(losses.object_weights(real, BG / np.float32(255.0), 0.5, recon=recon))[..., ::3]
+  k = on[0].sum() + 6
+  np.testing.assert_allclose(both[0, 40, 2:8, 0], 0.5 * 84 * 84 * 4 / k, rtol=1e-5)
+  np.testing.assert_allclose(both[0, 50, 2:8, 0], 0.5 * 84 * 84 * 4 / (84 * 84 * 4 - k), rtol=1e-5)
+  np.testing.assert_allclose(both[0].sum(), 84 * 84 * 4, rtol=1e-5)
+  np.testing.assert_allclose(both[1:], per_pixel[1:], rtol=1e-6)  # states drawn exactly are unchanged
 
 
 def test_object_share_lowers_the_error_on_object_pixels_faster():

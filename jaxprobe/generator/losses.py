@@ -7,7 +7,8 @@ and lambda keep the paper's meaning ("relative to a summed squared error"):
   weights (`object_weights`; all 1 unless an object share is asked for);
 - `L_a`: sum over outputs of (A(x) - A(x'))^2, A the frozen agent's outputs (Q-values, or
   policy logits for actor-critic agents) on the real state and on the reconstruction, each
-  vector optionally centred on its mean over actions (`perception`);
+  vector optionally centred on its mean over actions (`perception`), or
+  tau^2 KL(softmax(A(x)/tau) || softmax(A(x')/tau)) (`perception_softmax`);
 - KL: KL(N(mean, exp(logvar)) || N(0, I)), summed over latent dimensions.
 """
 
@@ -37,12 +38,18 @@ def reconstruction(
 
 
 def object_weights(
-  real: chex.Array, background: chex.Array, share: float, differ: float = ObjectMeasure.differ
+  real: chex.Array,
+  background: chex.Array,
+  share: float,
+  differ: float = ObjectMeasure.differ,
+  recon: chex.Array | None = None,
 ) -> chex.Array:
   """Weights that give a state's object pixels `share` of its reconstruction loss: `(N, H, W, 3F)`.
 
   Object pixels are those of a frame where some channel differs from `background` `(H, W, 3)`
-  (in [0, 1], like `real`) by more than `differ` (`collection.objects`). In a state with `k` of
+  (in [0, 1], like `real`) by more than `differ` (`collection.objects`); with `recon` given, also
+  those where the reconstruction's does, so a smear or trail it draws on the background weighs as
+  much as a missed object (the precision of docs/evaluation.md). In a state with `k` of
   its `P` frame pixels on objects they weigh `share * P / k` and the others
   `(1 - share) * P / (P - k)`, so the weights still sum to `P` and eta and lambda keep their
   meaning; a state without objects keeps weight 1. A 4-pixel ball among 7,056 pixels of a
@@ -52,6 +59,10 @@ def object_weights(
   chex.assert_shape(background, (h, w, 3))
   frames = real.reshape(n, h, w, c // 3, 3)
   on_object = (jnp.abs(frames - background[:, :, None, :]) > differ).any(-1)  # (N, H, W, F)
+  if recon is not None:
+    chex.assert_equal_shape([real, recon])
+    drawn = jax.lax.stop_gradient(recon).reshape(n, h, w, c // 3, 3)
+    on_object = on_object | (jnp.abs(drawn - background[:, :, None, :]) > differ).any(-1)
   pixels = h * w * (c // 3)
   k = on_object.sum(axis=(1, 2, 3), keepdims=True).astype(real.dtype)
   w_object = share * pixels / jnp.maximum(k, 1.0)
@@ -73,6 +84,22 @@ def perception(real_outputs: chex.Array, recon_outputs: chex.Array, centred: boo
   if centred:
     diff = diff - jnp.mean(diff, axis=-1, keepdims=True)
   return jnp.sum(diff**2, axis=-1)
+
+
+def perception_softmax(real_outputs: chex.Array, recon_outputs: chex.Array, temperature: float) -> chex.Array:
+  """tau^2 KL(softmax(real / tau) || softmax(recon / tau)) per state: `(N, A)` -> `(N,)`.
+
+  The distillation loss (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network", with
+  its tau^2 factor). For differences d = recon - real much smaller than tau it is
+  (1/2) sum_a p_a (d_a - sum_b p_b d_b)^2 with p = softmax(real / tau): the centred distance
+  weighted by how near each action is to the best, so with tau about the gap between the best
+  actions the loss spends itself on their order, which decides the greedy action; a shift of
+  every output costs nothing. Beyond tau it grows linearly, not quadratically.
+  """
+  chex.assert_equal_shape([real_outputs, recon_outputs])
+  log_p = jax.nn.log_softmax(jax.lax.stop_gradient(real_outputs) / temperature, axis=-1)
+  log_q = jax.nn.log_softmax(recon_outputs / temperature, axis=-1)
+  return temperature**2 * jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def kl_to_standard_normal(mean: chex.Array, logvar: chex.Array) -> chex.Array:

@@ -39,10 +39,15 @@ class GeneratorConfig(Config):
   ablation: Literal["full", "vae", "saliency", "perception"] = "full"
   beta: float = setting(4.0, NONNEGATIVE)  # saliency weight in L_p (used by full and saliency)
   eta: float = setting(1e3, NONNEGATIVE)  # agent-perception weight (used by full and perception)
-  # L_a on the outputs as they are (the paper's), or centred on their mean over actions
-  perception: Literal["outputs", "centred"] = "outputs"
+  # L_a on the outputs as they are (the paper's), centred on their mean over actions, or the
+  # distillation loss tau^2 KL(softmax(A(x)/tau) || softmax(A(x')/tau)) at tau = perception_temperature
+  perception: Literal["outputs", "centred", "softmax"] = "outputs"
+  perception_temperature: float = setting(1.0, POSITIVE)
   # share of each state's L_p on its object pixels (0: off, the paper's loss)
   object_share: float = setting(0.0, Range(float, lo=0, hi=1, hi_open=True))
+  # the object pixels of the object share: the real state's ("real"), or also those the
+  # reconstruction draws off the background ("either"), which weighs smears and trails
+  object_pixels: Literal["real", "either"] = "real"
   lam: float = setting(1e-4, NONNEGATIVE)  # KL weight
   latent_dim: int = setting(100, POSITIVE_INT)
   widths: tuple[int, ...] = setting((32, 64, 128, 256), POSITIVE_INT)
@@ -112,14 +117,19 @@ def make_loss(network: Generator, agent: Agent, config: GeneratorConfig, backgro
     out, updated = network.apply(
       {"params": params, "batch_stats": batch_stats}, real, train=True, rngs={"latent": key}, mutable=["batch_stats"]
     )
-    weights = losses.object_weights(real, bg, config.object_share) if config.object_share > 0 else None
+    weights = None
+    if config.object_share > 0:
+      drawn = out["colour"] if config.object_pixels == "either" else None
+      weights = losses.object_weights(real, bg, config.object_share, recon=drawn)
     l_p = losses.reconstruction(real, out["colour"], batch["mask"], beta, weights)
     if eta > 0:
       # The agent is frozen: only the generator learns from its reading of the reconstruction.
       frozen = jax.lax.stop_gradient(agent_params)
-      l_a = losses.perception(
-        batch[head], agent.spec.apply(frozen, out["agent_view"])[head], centred=config.perception == "centred"
-      )
+      recon_outputs = agent.spec.apply(frozen, out["agent_view"])[head]
+      if config.perception == "softmax":
+        l_a = losses.perception_softmax(batch[head], recon_outputs, config.perception_temperature)
+      else:
+        l_a = losses.perception(batch[head], recon_outputs, centred=config.perception == "centred")
     else:  # the agent's forward pass is skipped when its term has no weight
       l_a = jnp.zeros_like(l_p)
     kl = losses.kl_to_standard_normal(out["mean"], out["logvar"])
