@@ -19,23 +19,21 @@ from PIL import Image
 
 from jaxprobe.collection import objects
 from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.evaluation.samples import reconstruct
 from jaxprobe.generator.spec import load_generator
 
 
 def newest_frames(path: str, colour: np.ndarray) -> np.ndarray:
   """The newest frame `(N, 84, 84, 3)` uint8 of each reconstruction by the generator at `path`."""
-  g = load_generator(path)
-  out = [np.asarray(g.reconstruct(g.variables, colour[i : i + 50])["colour"]) for i in range(0, len(colour), 50)]
-  return np.round(np.concatenate(out) * 255).astype(np.uint8)[..., 9:12]
+  return reconstruct(load_generator(path), colour)[0][..., 9:12]
 
 
 def has_large_object(frames: np.ndarray, bg: np.ndarray) -> np.ndarray:
   """`(N,)` bool: the frame holds an object of more than 30 pixels."""
-  flags = []
-  for frame in frames:
-    _, sizes = objects.label_objects(objects.object_pixels(frame[None], bg))
-    flags.append(bool((np.asarray(sizes) > 30).any()))
-  return np.array(flags)
+  labels, sizes = objects.label_objects(objects.object_pixels(frames, bg))
+  large = np.zeros(len(frames), bool)
+  large[objects.frame_of(labels)[sizes[1:] > 30]] = True
+  return large
 
 
 def main() -> None:

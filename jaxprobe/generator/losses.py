@@ -57,12 +57,14 @@ def object_weights(
   """
   n, h, w, c = real.shape
   chex.assert_shape(background, (h, w, 3))
-  frames = real.reshape(n, h, w, c // 3, 3)
-  on_object = (jnp.abs(frames - background[:, :, None, :]) > differ).any(-1)  # (N, H, W, F)
+
+  def differs(stacks):  # (N, H, W, F): some channel of a frame's pixel is off the background
+    return (jnp.abs(stacks.reshape(n, h, w, c // 3, 3) - background[:, :, None, :]) > differ).any(-1)
+
+  on_object = differs(real)
   if recon is not None:
     chex.assert_equal_shape([real, recon])
-    drawn = jax.lax.stop_gradient(recon).reshape(n, h, w, c // 3, 3)
-    on_object = on_object | (jnp.abs(drawn - background[:, :, None, :]) > differ).any(-1)
+    on_object = on_object | differs(jax.lax.stop_gradient(recon))
   pixels = h * w * (c // 3)
   k = on_object.sum(axis=(1, 2, 3), keepdims=True).astype(real.dtype)
   w_object = share * pixels / jnp.maximum(k, 1.0)
