@@ -381,6 +381,15 @@ def test_fidelity_equals_a_direct_computation(pong_q_agent, tiny_dataset):
   for name, x in (("shifted_1px", moved), ("noise", noisy)):
     q = np.asarray(pong_q_agent.spec.apply(pong_q_agent.params, x)["q"])
     np.testing.assert_allclose(got[f"action_agreement_{name}"], np.mean(real_q.argmax(1) == q.argmax(1)))
+    if name == "shifted_1px":  # the stable states: those whose action survives the move
+      stable = real_q.argmax(1) == q.argmax(1)
+      np.testing.assert_allclose(
+        got["action_agreement_stable"], np.mean((real_q.argmax(1) == recon_q.argmax(1))[stable])
+      )
+  for scale, share in got["action_agreement_error_scaled"].items():  # the error shrunk at its shape
+    q = np.asarray(pong_q_agent.spec.apply(pong_q_agent.params, gray + float(scale) * (view - gray))["q"])
+    np.testing.assert_allclose(share, np.mean(real_q.argmax(1) == q.argmax(1)))
+  assert list(got["action_agreement_error_scaled"]) == ["0.5", "0.25", "0.1"]
   np.testing.assert_allclose(got["L_a"], ((real_q - recon_q) ** 2).sum(1).mean(), rtol=1e-4)
   centred = (real_q - recon_q) - (real_q - recon_q).mean(1, keepdims=True)
   np.testing.assert_allclose(got["L_a_centred"], (centred**2).sum(1).mean(), rtol=1e-4)

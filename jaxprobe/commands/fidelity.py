@@ -56,6 +56,13 @@ def run(args: argparse.Namespace) -> None:
     f"{f['action_agreement_shifted_1px']:.1%}, and with noise as large as the reconstruction's error in "
     f"{f['action_agreement_noise']:.1%}"
   )
+  if f["action_agreement_stable"] is not None:
+    print(
+      f"on the {f['action_agreement_shifted_1px']:.1%} of states whose action survives the 1 px move, the "
+      f"reconstruction keeps it in {f['action_agreement_stable']:.1%}"
+    )
+  scaled = ", ".join(f"x{s} {v:.1%}" for s, v in f["action_agreement_error_scaled"].items())
+  print(f"with the reconstruction's error scaled down at its shape, the agent keeps its action: {scaled}")
   percent = lambda x: "n/a" if x is None else f"{x:.1%}"
   sizes = ", ".join(f"{percent(v)} of {f['objects_by_size'][k]} of {k} px" for k, v in f["recall_by_size"].items())
   print(

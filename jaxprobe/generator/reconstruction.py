@@ -55,6 +55,9 @@ def goggles(
   )
 
 
+ERROR_SCALES = (0.5, 0.25, 0.1)  # fidelity's third reference: the reconstruction's error, shrunk
+
+
 @functools.lru_cache(maxsize=8)
 def compare_fn(agent_spec: AgentSpec, generator_spec: GeneratorSpec):
   """The jitted per-batch sums of `fidelity` for one agent and generator architecture, compiled once
@@ -76,12 +79,17 @@ def compare_fn(agent_spec: AgentSpec, generator_spec: GeneratorSpec):
     real, recon, moved, noised = (
       agent_spec.apply(agent_params, x)[head] for x in (gray, out["agent_view"], shifted, noisy)
     )
+    # How far the error must shrink, keeping its shape, for the agent to keep its action.
+    shrunk = [agent_spec.apply(agent_params, gray + s * (out["agent_view"] - gray))[head] for s in ERROR_SCALES]
     error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
     salient = mask > 0.5
+    kept, stable = real.argmax(-1) == recon.argmax(-1), real.argmax(-1) == moved.argmax(-1)
     sums = dict(
-      agree=(real.argmax(-1) == recon.argmax(-1)).sum(),
-      agree_shifted=(real.argmax(-1) == moved.argmax(-1)).sum(),
+      agree=kept.sum(),
+      agree_shifted=stable.sum(),
+      agree_stable=(kept & stable).sum(),
       agree_noise=(real.argmax(-1) == noised.argmax(-1)).sum(),
+      **{f"agree_scaled_{s}": (real.argmax(-1) == q.argmax(-1)).sum() for s, q in zip(ERROR_SCALES, shrunk)},
       l_a=losses.perception(real, recon).sum(),
       l_a_centred=losses.perception(real, recon, centred=True).sum(),
       err_salient=(error * salient).sum(),
@@ -110,8 +118,12 @@ def fidelity(
   reconstruction equals its action on the real state, with two references that say how
   fragile the agent's choice is (the same share for the real state moved one pixel right,
   and for the real state plus Gaussian noise as large as the reconstruction's error in the
-  agent's view, seeded by `seed`); the mean squared distance of its action outputs (L_a, and
-  what is left of it after centring each vector on its mean over actions); the
+  agent's view, seeded by `seed`), and the share on the stable states alone (those whose
+  action survives the one-pixel move; None when there are none), and the share with the
+  reconstruction's error scaled down by each of `ERROR_SCALES`, x + s (x' - x): how far the
+  error must shrink, at its shape, for the agent to keep its actions; the mean squared
+  distance of its action outputs (L_a, and what is left of it after centring each vector on
+  its mean over actions); the
   reconstruction's squared error per colour value on the salient pixels (mask > 0.5: ball,
   paddles, the agent's submarine) and on the rest; and how many of the real states' objects it
   draws (`collection.objects`: recall overall and by size, states with every object drawn,
@@ -154,6 +166,8 @@ def fidelity(
     action_agreement=totals["agree"] / n,
     action_agreement_shifted_1px=totals["agree_shifted"] / n,
     action_agreement_noise=totals["agree_noise"] / n,
+    action_agreement_stable=totals["agree_stable"] / totals["agree_shifted"] if totals["agree_shifted"] else None,
+    action_agreement_error_scaled={str(s): totals[f"agree_scaled_{s}"] / n for s in ERROR_SCALES},
     L_a=totals["l_a"] / n,
     L_a_centred=totals["l_a_centred"] / n,
     mse_salient=totals["err_salient"] / max(totals["n_salient"], 1.0),
@@ -165,7 +179,14 @@ def fidelity(
 
 def fidelity_row(f: dict) -> dict:
   """`fidelity`'s numbers as one flat table row: actions kept, objects drawn by size and by name."""
-  names = ("action_agreement", "action_agreement_shifted_1px", "action_agreement_noise", "L_a", "L_a_centred")
+  names = (
+    "action_agreement",
+    "action_agreement_shifted_1px",
+    "action_agreement_noise",
+    "action_agreement_stable",
+    "L_a",
+    "L_a_centred",
+  )
   row = {k: f[k] for k in (*names, "object_recall", "states_all_drawn", "object_precision")}
   row.update({f"recall_{size}": share for size, share in f["recall_by_size"].items()})
   row.update({"drawn_" + re.sub(r"\W+", "_", name): share for name, share in f["named_drawn"].items()})
