@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from jaxprobe.agents.checkpoint import load_agent
-from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.dataset import draw_rows, open_dataset
 from jaxprobe.evaluation.samples import reconstruct
 from jaxprobe.generator.spec import load_generator
 
@@ -56,7 +56,7 @@ def main() -> None:
   args = p.parse_args()
 
   agent, data = load_agent(args.agent), open_dataset(args.dataset)
-  idx = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.states, len(data)), replace=False))
+  idx = draw_rows(len(data), args.states, args.seed)
   gray = np.asarray(data["gray"][idx]).astype(np.float32)
   view = reconstruct(load_generator(args.generator), np.asarray(data["colour"][idx]))[1].astype(np.float32)
   act = jax.jit(lambda x: agent.spec.apply(agent.params, x)[agent.spec.action_head].argmax(-1))

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.dataset import draw_rows, open_dataset
 from jaxprobe.evaluation.samples import compare_with_real
 from jaxprobe.generator import prior
 from jaxprobe.generator.spec import load_generator
@@ -42,7 +42,7 @@ def main() -> None:
   p.add_argument("--out", default=None)
   args = p.parse_args()
   generator, dataset = load_generator(args.generator), open_dataset(args.dataset)
-  rows = np.sort(np.random.default_rng(args.seed).choice(len(dataset), min(args.states, len(dataset)), replace=False))
+  rows = draw_rows(len(dataset), args.states, args.seed)
   colour, gray = np.asarray(dataset["colour"][rows]), np.asarray(dataset["gray"][rows])
   key_fit, key_samples = jax.random.split(jax.random.key(args.seed))  # as fit-prior splits them
   mean, std = generator.latent_coordinates()

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxprobe.agents.checkpoint import load_agent
 from jaxprobe.collection import objects
-from jaxprobe.collection.dataset import open_dataset
+from jaxprobe.collection.dataset import draw_rows, open_dataset
 from jaxprobe.commands.probe import safe_name
 from jaxprobe.evaluation.novelty import novelty, spread
 from jaxprobe.files import save_png
@@ -82,7 +82,7 @@ def main() -> None:
   agent = load_agent(args.agent)
   generator = load_generator(args.generator)
   dataset = open_dataset(args.dataset)
-  rows = np.sort(np.random.default_rng(args.seed).choice(len(dataset), min(args.real, len(dataset)), replace=False))
+  rows = draw_rows(len(dataset), args.real, args.seed)
   real_colour, real_gray = np.asarray(dataset["colour"][rows]), np.asarray(dataset["gray"][rows])
   bg = objects.background(real_colour)
   # Real states' novelty: each one against its nearest *other* real state (itself excluded).

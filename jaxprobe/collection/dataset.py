@@ -38,6 +38,12 @@ PROGRESS = "progress.json"
 PARTIAL_SUFFIX = ".partial"
 
 
+def draw_rows(size: int, num: int, seed: int) -> np.ndarray:
+  """`min(num, size)` distinct row indices of a dataset of `size` rows, sorted (reads stay in file
+  order), drawn by `seed`: every command that measures "num states of the dataset" draws these."""
+  return np.sort(np.random.default_rng(seed).choice(size, min(num, size), replace=False))
+
+
 def partial_path(path: str | Path) -> Path:
   """Where an unfinished collection into `path` lives: `PATH.partial`."""
   path = Path(path)

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from jaxprobe.collection.dataset import Dataset, open_dataset, summary
+from jaxprobe.collection.dataset import Dataset, draw_rows, open_dataset, summary
 from jaxprobe.commands import flags
 from jaxprobe.files import check_out_file, save_png
 from jaxprobe.report.images import grid
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def contact_sheet(dataset: Dataset, num: int = 12, seed: int = 0) -> np.ndarray:
   """Random states: the newest colour frame beside the agent's grayscale view of it, 2x size."""
-  idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
+  idx = draw_rows(len(dataset), num, seed)
   tiles, captions = [], []
   up = lambda a: np.kron(a, np.ones((2, 2, 1), np.uint8))
   for i in idx:

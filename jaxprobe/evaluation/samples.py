@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from jaxprobe.collection import objects
-from jaxprobe.collection.dataset import Dataset
+from jaxprobe.collection.dataset import Dataset, draw_rows
 from jaxprobe.errors import UserError
 from jaxprobe.evaluation.novelty import spread
 from jaxprobe.generator.prior import GaussianMixture, sample, standard_normal
@@ -61,7 +61,7 @@ def compare_with_real(
   reconstructions: samples can look no more like the game than the decoder draws it, so a gap that
   the reconstructions share is the generator's, not the prior's."""
   background = objects.background(real_colour)
-  rows = np.sort(np.random.default_rng(0).choice(len(real_colour), min(num, len(real_colour)), replace=False))
+  rows = draw_rows(len(real_colour), num, 0)
   real = np.asarray(real_colour[rows])
   out = {
     "real states": sample_statistics(real, np.asarray(real_gray[rows]), background),
@@ -88,7 +88,7 @@ def fit_prior(
     )
   if states <= 0 or samples <= 0:
     raise UserError(f"--states and --samples must be positive, got {states} and {samples}")
-  rows = np.sort(np.random.default_rng(seed).choice(len(dataset), min(states, len(dataset)), replace=False))
+  rows = draw_rows(len(dataset), states, seed)
   colour = np.asarray(dataset["colour"][rows])
   key_fit, key_samples = jax.random.split(jax.random.key(seed))
   mixture, held_out = fit_latent_prior(generator, colour, key_fit)

@@ -18,7 +18,7 @@ import numpy as np
 from jaxprobe.agents.agent import Agent, AgentSpec
 from jaxprobe.agents.play import evaluate
 from jaxprobe.collection import objects
-from jaxprobe.collection.dataset import Dataset
+from jaxprobe.collection.dataset import Dataset, draw_rows
 from jaxprobe.errors import UserError
 from jaxprobe.generator import losses
 from jaxprobe.generator.spec import GeneratorBundle, GeneratorSpec, check_same_agent, check_same_game
@@ -83,13 +83,14 @@ def compare_fn(agent_spec: AgentSpec, generator_spec: GeneratorSpec):
     shrunk = [agent_spec.apply(agent_params, gray + s * (out["agent_view"] - gray))[head] for s in ERROR_SCALES]
     error = ((out["colour"] - colour / 255.0) ** 2).mean(-1)  # (N, 84, 84): per colour value
     salient = mask > 0.5
-    kept, stable = real.argmax(-1) == recon.argmax(-1), real.argmax(-1) == moved.argmax(-1)
+    best = real.argmax(-1)
+    kept, stable = best == recon.argmax(-1), best == moved.argmax(-1)
     sums = dict(
       agree=kept.sum(),
       agree_shifted=stable.sum(),
       agree_stable=(kept & stable).sum(),
-      agree_noise=(real.argmax(-1) == noised.argmax(-1)).sum(),
-      **{f"agree_scaled_{s}": (real.argmax(-1) == q.argmax(-1)).sum() for s, q in zip(ERROR_SCALES, shrunk)},
+      agree_noise=(best == noised.argmax(-1)).sum(),
+      **{f"agree_scaled_{s}": (best == q.argmax(-1)).sum() for s, q in zip(ERROR_SCALES, shrunk)},
       l_a=losses.perception(real, recon).sum(),
       l_a_centred=losses.perception(real, recon, centred=True).sum(),
       err_salient=(error * salient).sum(),
@@ -142,7 +143,7 @@ def fidelity(
       f"dataset {dataset.path} holds states of shape {tuple(dataset['colour'].shape[1:])}, the generator "
       f"draws {tuple(generator.spec.image_shape)}; use a dataset collected with jaxprobe collect"
     )
-  idx = np.sort(np.random.default_rng(seed).choice(len(dataset), min(num, len(dataset)), replace=False))
+  idx = draw_rows(len(dataset), num, seed)
   bg = objects.background(dataset["colour"]) if background is None else background
   named = objects.NAMED_OBJECTS.get(game, ()) if "ram" in dataset.arrays else ()
   totals: dict[str, float] = {}
